@@ -1,0 +1,103 @@
+"""What every ERP source offers: health, windowed fetches of canonical records, change detection.
+
+One subclass per ERP system lives beside this module. A subclass speaks its system's protocol
+(auth, paging, change filter, throttling signal) and turns native payloads into the canonical
+records of `erp_connector_dagster.records`; anything it cannot turn into one becomes a
+`RejectedRecord` with the reason, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import ClassVar
+
+from dagster import ConfigurableResource
+from pydantic import BaseModel, ConfigDict, Field
+
+from erp_connector_dagster.records import CanonicalRecord, RecordKind, RejectedRecord
+
+
+class SyncWindow(BaseModel):
+    """Which records to read: a date range of the partition field, optionally changed since."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: dt.date | None = None  # inclusive
+    end: dt.date | None = None  # exclusive
+    changed_since: dt.datetime | None = None  # inclusive: rows at the boundary are read again
+
+    @classmethod
+    def for_day(cls, day: dt.date) -> SyncWindow:
+        return cls(start=day, end=day + dt.timedelta(days=1))
+
+    def contains(self, day: dt.date | None) -> bool:
+        if day is None:
+            return True
+        if self.start is not None and day < self.start:
+            return False
+        return not (self.end is not None and day >= self.end)
+
+
+class RecordBatch(BaseModel):
+    """One page (or a few) of canonical records, with the rejects met on the way."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    records: list[CanonicalRecord] = Field(default_factory=list)
+    rejected: list[RejectedRecord] = Field(default_factory=list)
+    # Highest source change timestamp seen in this batch, when the ERP reports one.
+    high_watermark: dt.datetime | None = None
+    # Records the source reported as deleted since the window's changed_since (CDC, tombstones).
+    deleted_source_ids: list[str] = Field(default_factory=list)
+
+
+class ConnectionHealth(BaseModel):
+    """The result of a health check against one connection."""
+
+    connection: str
+    erp_type: str
+    reachable: bool
+    authenticated: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.reachable and self.authenticated
+
+
+class ChangeSummary(BaseModel):
+    """Which partition days changed since a cursor, and how far the source has been read."""
+
+    days: set[dt.date] = Field(default_factory=set)
+    high_watermark: dt.datetime | None = None
+
+
+class ErpSource(ConfigurableResource):
+    """A connection to one ERP tenant; subclasses implement one ERP system's protocol."""
+
+    connection_name: str = Field(description="Name of the connection, unique in the file.")
+    base_url: str = Field(description="Root URL of the ERP API (or a database URL for SQL).")
+    page_size: int = Field(default=1000, description="Records asked for per page.")
+    timeout_seconds: float = Field(default=30.0, description="Timeout for one request.")
+    max_retries: int = Field(default=5, description="Retries for throttling and 5xx.")
+    lookback_days: int = Field(
+        default=3, description="Overlap for objects without a change timestamp."
+    )
+
+    erp_type: ClassVar[str] = ""
+    api_version: ClassVar[str] = ""
+    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind)
+
+    def check_health(self) -> ConnectionHealth:
+        """Reach the ERP, authenticate, and report the round-trip latency."""
+        raise NotImplementedError
+
+    def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
+        """Yield batches of canonical records of `kind` inside `window`."""
+        raise NotImplementedError
+
+    def changed_days(self, kind: RecordKind, since: dt.datetime) -> ChangeSummary:
+        """Report which partition days hold records of `kind` changed at or after `since`."""
+        raise NotImplementedError

@@ -1,0 +1,105 @@
+"""Faults a test can switch on in a sandbox emulator: throttling, 5xx, drops, slow pages.
+
+Each emulator asks its `FaultPlan` for the next fault on every request and renders it in its
+own dialect (a throttle is a 429 for one ERP and an error inside an HTTP 200 for another).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from werkzeug.wrappers import Response
+
+
+class FaultKind(str, enum.Enum):
+    THROTTLE = "throttle"
+    SERVER_ERROR = "server_error"
+    DROP_CONNECTION = "drop_connection"
+    SLOW = "slow"
+    EXPIRE_TOKEN = "expire_token"
+
+
+@dataclass
+class Fault:
+    kind: FaultKind
+    retry_after: float = 1.0
+    status: int = 503
+    delay_seconds: float = 0.0
+
+
+@dataclass
+class _Planned:
+    fault: Fault
+    skip: int
+    remaining: int
+
+
+class FaultPlan:
+    """A queue of faults, each fired on `count` requests after skipping `after` requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._planned: list[_Planned] = []
+        self.requests_seen = 0
+        self.faults_fired: list[FaultKind] = []
+
+    def inject(self, fault: Fault, *, count: int = 1, after: int = 0) -> None:
+        with self._lock:
+            self._planned.append(_Planned(fault, skip=after, remaining=count))
+
+    def throttle(self, retry_after: float = 1.0, *, count: int = 1, after: int = 0) -> None:
+        self.inject(Fault(FaultKind.THROTTLE, retry_after=retry_after), count=count, after=after)
+
+    def server_error(self, status: int = 503, *, count: int = 1, after: int = 0) -> None:
+        self.inject(Fault(FaultKind.SERVER_ERROR, status=status), count=count, after=after)
+
+    def drop_connection(self, *, count: int = 1, after: int = 0) -> None:
+        self.inject(Fault(FaultKind.DROP_CONNECTION), count=count, after=after)
+
+    def slow(self, seconds: float, *, count: int = 1, after: int = 0) -> None:
+        self.inject(Fault(FaultKind.SLOW, delay_seconds=seconds), count=count, after=after)
+
+    def expire_token(self, *, count: int = 1, after: int = 0) -> None:
+        self.inject(Fault(FaultKind.EXPIRE_TOKEN), count=count, after=after)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._planned.clear()
+
+    def take(self) -> Fault | None:
+        """The fault for the current request, if any; call once per request."""
+        with self._lock:
+            self.requests_seen += 1
+            for planned in self._planned:
+                if planned.skip > 0:
+                    planned.skip -= 1
+                    continue
+                if planned.remaining > 0:
+                    planned.remaining -= 1
+                    self.faults_fired.append(planned.fault.kind)
+                    if planned.fault.kind is FaultKind.SLOW:
+                        time.sleep(planned.fault.delay_seconds)
+                        return None
+                    return planned.fault
+            self._planned = [p for p in self._planned if p.remaining > 0]
+            return None
+
+
+def server_error_response(fault: Fault) -> Response:
+    return Response("upstream unavailable", status=fault.status, mimetype="text/plain")
+
+
+def dropped_connection_response() -> Response:
+    """A response that promises a body and breaks off mid-way, as a dropped connection does."""
+
+    def broken_body() -> Iterable[bytes]:
+        yield b'{"partial": '
+        raise ConnectionAbortedError("sandbox fault: connection dropped")
+
+    response = Response(broken_body(), status=200, mimetype="application/json")
+    response.headers["Content-Length"] = "4096"
+    return response

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: the database, its migrations and the bulk writers."""

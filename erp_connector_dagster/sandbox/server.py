@@ -198,8 +198,16 @@ def sandbox_secret_env(connection_name: str, field_name: str) -> str:
     return f"ERP_{connection_name}_{field_name}".upper().replace("-", "_")
 
 
-def default_sandbox_connections() -> list[SandboxConnection]:
+def sandbox_connections(*, all_systems: bool = False) -> list[SandboxConnection]:
+    """The default sandbox connections, or one per ERP dialect built (each its own company)."""
+    if not all_systems:
+        return [
+            SandboxConnection(name=name, erp_type=erp_type, seed=seed)
+            for name, erp_type, seed in DEFAULT_SANDBOX_CONNECTIONS
+        ]
     return [
-        SandboxConnection(name=name, erp_type=erp_type, seed=seed)
-        for name, erp_type, seed in DEFAULT_SANDBOX_CONNECTIONS
+        SandboxConnection(
+            name=f"sandbox-{erp_type.replace('_', '-')}", erp_type=erp_type, seed=DEFAULT_SEED + i
+        )
+        for i, erp_type in enumerate(available_erp_types())
     ]

@@ -1,0 +1,13 @@
+"""Assets: synced records, mappings and Scope 3 emissions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dagster import AssetsDefinition
+
+from erp_connector_dagster.assets.records import build_record_assets
+
+
+def build_assets(erp_keys: Sequence[str]) -> list[AssetsDefinition]:
+    return [*build_record_assets(erp_keys)]

@@ -27,6 +27,21 @@ class DatabaseUnavailable(Exception):
     """The exporter could not reach PostgreSQL; the cause is logged, never the URL."""
 
 
+class _StaleConnection(Exception):
+    """A pooled connection failed its liveness probe."""
+
+
+def _log_failure(attempt: int, error: BaseException | None) -> None:
+    # The first line of a psycopg2 error names host and port at most, never the password.
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    logger.warning(
+        "exporter database check failed (attempt %d): %s: %s",
+        attempt,
+        type(error).__name__,
+        first_line,
+    )
+
+
 class ScrapePool:
     """At most `max_connections` read-only connections shared by scrape and health threads."""
 
@@ -71,9 +86,9 @@ class ScrapePool:
             connection.autocommit = True
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-        except psycopg2.Error:
+        except psycopg2.Error as error:
             pool.putconn(connection, close=True)
-            raise
+            raise _StaleConnection from error
         return connection
 
     @contextmanager
@@ -81,22 +96,22 @@ class ScrapePool:
         """Yield a live autocommit connection or raise DatabaseUnavailable."""
         with self._slots:
             connection = None
-            # A pooled connection may have died with a database restart: one fresh retry.
+            failure: BaseException | None = None
+            # A pooled connection may have died with a database restart: that earns one fresh
+            # retry. A failed connect does not, so a scrape waits at most one connect timeout.
             for attempt in (1, 2):
                 try:
                     connection = self._checked_out()
                     break
+                except _StaleConnection as stale:
+                    failure = stale.__cause__
+                    _log_failure(attempt, failure)
                 except (psycopg2.Error, psycopg2.pool.PoolError) as error:
-                    first_line = str(error).strip().splitlines()[0] if str(error) else ""
-                    logger.warning(
-                        "exporter database check failed (attempt %d): %s: %s",
-                        attempt,
-                        type(error).__name__,
-                        first_line,
-                    )
-                    last_error = error
+                    failure = error
+                    _log_failure(attempt, failure)
+                    break
             if connection is None:
-                raise DatabaseUnavailable(type(last_error).__name__) from None
+                raise DatabaseUnavailable(type(failure).__name__) from None
 
             broken = False
             try:

@@ -40,7 +40,7 @@ setup(
         "requests-oauthlib>=1.3,<3",
         "werkzeug>=3,<4",
         "yoyo-migrations>=8.2,<10",
-        "currencyconverter>=0.17,<1",
+        "currencyconverter>=0.18.23,<1",
         "pgserver>=0.1.4,<0.2",
     ],
     extras_require={

@@ -8,8 +8,12 @@ import os
 from dagster import Definitions, EnvVar
 
 from erp_connector_dagster.assets import build_assets
+from erp_connector_dagster.checks import build_checks
 from erp_connector_dagster.erp import build_source
+from erp_connector_dagster.jobs import build_jobs
 from erp_connector_dagster.resources import PostgresResource
+from erp_connector_dagster.schedules import build_schedules
+from erp_connector_dagster.sensors import build_change_sensors
 from erp_connector_dagster.settings import DATABASE_URL_ENV, ConnectionConfig, load_connections
 from erp_connector_dagster.storage.database import embedded_database_url
 
@@ -31,7 +35,11 @@ def build_definitions(
                      for connection in connections}
     return Definitions(
         assets=build_assets(sorted(erp_resources)),
+        asset_checks=build_checks(),
         resources={"database": database_resource(database_url), **erp_resources},
+        jobs=build_jobs(),
+        schedules=build_schedules(),
+        sensors=build_change_sensors(connections),
     )
 
 

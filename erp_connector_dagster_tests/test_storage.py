@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import pytest
@@ -11,7 +10,7 @@ from erp_connector_dagster.records import RecordKind
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.storage.writers import write_records
 
-DAY = dt.date(2026, 11, 24)
+DAY = SandboxCompany(seed=99).business_days()[-5]
 
 
 @pytest.fixture
@@ -20,6 +19,7 @@ def company() -> SandboxCompany:
 
 
 def _as_connection(records, name="store-test"):
+    assert records, "the sandbox company has spend on the test day"
     return [record.model_copy(update={"connection": name}) for record in records]
 
 

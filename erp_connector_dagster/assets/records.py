@@ -5,7 +5,6 @@ data (vendors, materials) is not partitioned. Asset factories take the resource 
 configured connections, because connections are configuration, not code.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence

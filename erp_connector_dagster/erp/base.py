@@ -12,10 +12,21 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import ClassVar
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from erp_connector_dagster.records import CanonicalRecord, RecordKind, RejectedRecord
+
+
+def resolve_secret(value: str) -> str:
+    """A credential field's value: an `EnvVar` is read from the environment when used.
+
+    Dagster resolves `EnvVar` fields when it initializes a resource for a run; a source built
+    directly (tests, the CLI, sensors) still holds the `EnvVar` itself.
+    """
+    if isinstance(value, EnvVar):
+        return value.get_value() or ""
+    return value
 
 
 class SyncWindow(BaseModel):

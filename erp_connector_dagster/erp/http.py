@@ -167,7 +167,12 @@ class ErpHttpClient:
             # Read the body here so a connection dropped mid-body is retried too.
             _ = response.content
             return response
-        except (requests.ConnectionError, requests.Timeout) as error:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            # A body cut short after the headers arrived is a dropped connection too.
+            requests.exceptions.ChunkedEncodingError,
+        ) as error:
             raise RetryableError(f"connection failed: {type(error).__name__}") from None
 
     def _log_retry(self, retry_state: RetryCallState) -> None:

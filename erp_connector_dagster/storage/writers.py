@@ -88,30 +88,25 @@ def record_row(record: CanonicalRecord, *, source_deleted: bool = False) -> dict
 
 def _csv_value(value: object) -> object:
     if value is None:
-        return None
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return value  # str, Decimal, int, date and aware datetime print as PostgreSQL reads them
 
 
 def copy_rows(cursor, table: str, columns: Sequence[str], rows: Iterable[dict]) -> int:
     """COPY rows into `table` (unqualified names are looked up on the search path)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    count = 0
-    for row in rows:
-        writer.writerow(
-            ["\\N" if row.get(c) is None else _csv_value(row.get(c)) for c in columns]
-        )
-        count += 1
+    lines = [[_csv_value(row.get(column)) for column in columns] for row in rows]
+    csv.writer(buffer).writerows(lines)
     buffer.seek(0)
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(
         sql.SQL(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     cursor.copy_expert(statement.as_string(cursor), buffer)
-    return count
+    return len(lines)
 
 
 def write_records(
@@ -143,18 +138,16 @@ def write_records(
         rows = [record_row(record) for record in batch]
         if not rows:
             continue
-        for row, digest in zip(rows, record_hashes(rows, spec.table)):
+        for row, digest in zip(rows, record_hashes(rows, spec.table), strict=False):
             row["record_hash"] = digest
             row["sync_id"] = str(sync_id)
         columns = columns or list(rows[0])
         copy_rows(cursor, f"stage_{spec.table}", columns, rows)
 
-    present: set[str] = set()
     if columns:
         _drop_superseded_duplicates(cursor, spec)
-        cursor.execute(sql.SQL("SELECT record_key FROM {}").format(stage))
-        present = {row[0] for row in cursor.fetchall()}
-        counts.received = len(present)
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
+        counts.received = cursor.fetchone()[0]
         _keep_replaced_versions(cursor, kind, spec, sync_id)
         counts.inserted, counts.updated = _upsert(cursor, spec, columns)
         counts.unchanged = counts.received - counts.inserted - counts.updated
@@ -163,7 +156,7 @@ def write_records(
         deleted = set(deleted_keys)
         if full_read or deleted:
             counts.marked_deleted = _mark_missing_deleted(
-                cursor, kind, spec, connection, partition_date, present, sync_id,
+                cursor, kind, spec, connection, partition_date, sync_id,
                 only=None if full_read else deleted,
             )
         head = rechain_partition(
@@ -237,32 +230,44 @@ def _upsert(cursor, spec: TableSpec, columns: list[str]) -> tuple[int, int]:
 
 
 def _mark_missing_deleted(
-    cursor, kind, spec: TableSpec, connection, day, present: set[str], sync_id, only=None
+    cursor, kind, spec: TableSpec, connection, day, sync_id, only=None
 ) -> int:
     """Flag rows the ERP no longer returns; their previous version is kept."""
     table = sql.Identifier(SCHEMA, spec.table)
+    # Keys are compared in Python: a planner estimate of one fresh row would otherwise pick a
+    # nested loop over the staging table, which is quadratic in the partition size.
+    partition = sql.Identifier(spec.partition_column)
+    cursor.execute(sql.SQL("SELECT record_key FROM {}").format(
+        sql.Identifier(f"stage_{spec.table}")))
+    read_keys = {row[0] for row in cursor.fetchall()}
+    cursor.execute(
+        sql.SQL(
+            "SELECT record_key, source_id FROM {table} WHERE connection = %s"
+            " AND {partition} = %s AND NOT source_deleted"
+        ).format(table=table, partition=partition),
+        (connection, day),
+    )
+    missing = [
+        key for key, source_id in cursor.fetchall()
+        if key not in read_keys and (only is None or key in only or source_id in only)
+    ]
+    if not missing:
+        return 0
     cursor.execute(
         sql.SQL(
             "SELECT * FROM {table} WHERE connection = %s AND {partition} = %s"
-            " AND NOT source_deleted"
-        ).format(table=table, partition=sql.Identifier(spec.partition_column)),
-        (connection, day),
+            " AND record_key = ANY(%s)"
+        ).format(table=table, partition=partition),
+        (connection, day, missing),
     )
     names = [column.name for column in cursor.description]
-    stored = [dict(zip(names, values)) for values in cursor.fetchall()]
-    gone = [
-        row for row in stored
-        if row["record_key"] not in present and (only is None or row["record_key"] in only
-                                                or row["source_id"] in only)
-    ]
-    if not gone:
-        return 0
+    gone = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
     bookkeeping = {"record_hash", "chain_hash", "chain_position", "sync_id", "synced_at"}
     hashed = [
         {**{k: v for k, v in row.items() if k not in bookkeeping}, "source_deleted": True}
         for row in gone
     ]
-    for row, new_hash in zip(gone, record_hashes(hashed, spec.table)):
+    for row, new_hash in zip(gone, record_hashes(hashed, spec.table), strict=False):
         cursor.execute(
             sql.SQL(
                 "INSERT INTO {versions} (connection, kind, partition_date, record_key,"

@@ -1,0 +1,180 @@
+"""The whole path through Dagster on real PostgreSQL and real HTTP to the sandbox ERPs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+from dagster import AssetSelection, DagsterInstance, Definitions, materialize
+
+from erp_connector_dagster.cli import main
+from erp_connector_dagster.definitions import build_definitions
+from erp_connector_dagster.records import RecordKind
+from erp_connector_dagster.sandbox.company import SandboxCompany
+from erp_connector_dagster.sandbox.server import (
+    DEFAULT_SANDBOX_CONNECTIONS,
+    SandboxConnection,
+    SandboxServer,
+    available_erp_types,
+)
+
+SEED = 777
+PIPELINE_ERP_TYPES = [
+    erp_type for _, erp_type, _ in DEFAULT_SANDBOX_CONNECTIONS
+    if erp_type in available_erp_types()
+]
+pytestmark = pytest.mark.skipif(not PIPELINE_ERP_TYPES, reason="no sandbox dialect built")
+SNAPSHOT_TABLES = {
+    "spend_records": "transaction_date",
+    "purchase_orders": "order_date",
+    "purchase_order_lines": "order_date",
+    "inventory_snapshots": "snapshot_date",
+    "emission_calculations": "transaction_date",
+}
+
+
+@dataclass
+class Pipeline:
+    definitions: Definitions
+    company: SandboxCompany
+    database_url: str
+    instance: DagsterInstance
+
+    def materialize_master(self) -> None:
+        self._run(AssetSelection.keys("vendor_master", "material_master"), None)
+
+    def materialize_day(self, day: dt.date) -> None:
+        partitioned = [a.key for a in self.definitions.assets if a.partitions_def]
+        self._run(AssetSelection.keys(*partitioned), day.isoformat())
+
+    def _run(self, selection, partition_key) -> None:
+        result = materialize(
+            list(self.definitions.assets), selection=selection, partition_key=partition_key,
+            resources=self.definitions.resources, instance=self.instance,
+        )
+        assert result.success
+
+    def query(self, statement: str, params=()) -> list[tuple]:
+        with psycopg2.connect(self.database_url) as conn, conn.cursor() as cursor:
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+        conn.close()
+        return rows
+
+
+@pytest.fixture(scope="module")
+def pipeline(database_url: str) -> Iterator[Pipeline]:
+    company = SandboxCompany(seed=SEED)
+    connections = [
+        SandboxConnection(name=f"pipe-{erp_type.replace('_', '-')}", erp_type=erp_type,
+                          company=company)
+        for erp_type in PIPELINE_ERP_TYPES[:1]
+    ]
+    with SandboxServer(connections, database_url=database_url) as server:
+        definitions = build_definitions(server.connection_configs(), database_url=database_url)
+        pipe = Pipeline(definitions, company, database_url, DagsterInstance.ephemeral())
+        pipe.materialize_master()
+        yield pipe
+
+
+def _snapshot(pipeline: Pipeline, day: dt.date) -> dict[str, list[tuple]]:
+    return {
+        table: pipeline.query(
+            f"SELECT record_key, record_hash, chain_hash, sync_id"
+            f" FROM erp_connector_service.{table} WHERE {column} = %s ORDER BY record_key",
+            (day,),
+        )
+        for table, column in SNAPSHOT_TABLES.items()
+    }
+
+
+def test_definitions_load_with_every_asset() -> None:
+    definitions = build_definitions([], database_url="postgresql://unused@127.0.0.1/none")
+    keys = {key.to_user_string() for key in definitions.resolve_asset_graph().get_all_asset_keys()}
+
+    assert keys == {
+        "vendor_master", "material_master", "spend_records", "purchase_orders",
+        "purchase_order_lines", "inventory_snapshots", "vendor_mappings", "material_mappings",
+        "scope3_emissions",
+    }
+
+
+def test_one_partition_materializes_end_to_end(pipeline: Pipeline) -> None:
+    day = pipeline.company.business_days()[-2]
+    pipeline.materialize_day(day)
+
+    counts = {table: len(rows) for table, rows in _snapshot(pipeline, day).items()}
+    truth = len(pipeline.company.records(RecordKind.SPEND, day))
+    assert counts["spend_records"] == truth
+    assert all(counts.values()), counts
+
+
+def test_every_emission_row_equals_the_product_of_its_inputs(pipeline: Pipeline) -> None:
+    day = pipeline.company.business_days()[-2]
+    pipeline.materialize_day(day)
+
+    rows = pipeline.query(
+        "SELECT e.amount, e.currency, e.fx_rate, e.fx_rate_date, e.price_index_ratio,"
+        " e.factor_value, e.factor_code, e.factor_version, e.kgco2e, s.amount, s.currency"
+        " FROM erp_connector_service.emission_lines e JOIN erp_connector_service.spend_records s"
+        " USING (connection, transaction_date, record_key)"
+        " WHERE e.transaction_date = %s AND e.method = 'spend'",
+        (day,),
+    )
+
+    assert rows
+    for (amount, currency, rate, rate_date, ratio, factor, code, version, kgco2e,
+         spend_amount, spend_currency) in rows:
+        assert (amount, currency) == (spend_amount, spend_currency)
+        assert rate_date <= day and code and version
+        expected = (amount * rate * ratio * factor).quantize(
+            Decimal("0.000001"), rounding=ROUND_HALF_EVEN
+        )
+        assert abs(kgco2e - expected) <= Decimal("0.000001"), (amount, rate, ratio, factor)
+
+
+def test_materializing_a_day_twice_changes_nothing(pipeline: Pipeline) -> None:
+    day = pipeline.company.business_days()[-3]
+    pipeline.materialize_day(day)
+    first = _snapshot(pipeline, day)
+
+    pipeline.materialize_day(day)
+
+    assert _snapshot(pipeline, day) == first
+
+
+def test_bad_records_are_quarantined_with_their_reason(pipeline: Pipeline) -> None:
+    company = pipeline.company
+    latest_by_flaw: dict[str, dt.date] = {}
+    for day in company.business_days()[-90:]:
+        for line in company.bad_spend_lines(day):
+            flaw = "currency" if line["currency"] == "ZZZ" else line["amount"] or "empty"
+            latest_by_flaw[flaw] = day
+    days = sorted(set(latest_by_flaw.values()))
+    for day in days:
+        pipeline.materialize_day(day)
+
+    rows = pipeline.query(
+        "SELECT stage, source_id, reason FROM erp_connector_service.quarantine"
+        " WHERE partition_date = ANY(%s)", (days,),
+    )
+
+    assert len(latest_by_flaw) == 3 and len(rows) == 3
+    assert all(reason for _, _, reason in rows)
+    assert {stage for stage, _, _ in rows} == {"sync", "methodology"}
+    assert any("ZZZ" in reason for stage, _, reason in rows if stage == "methodology")
+
+
+def test_demo_command_runs_and_prints_the_summary(database_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("ERP_CONNECTOR_DATABASE_URL", database_url)
+
+    result = CliRunner().invoke(main, ["demo", "--days", "2"])
+
+    assert result.exit_code == 0, result.output
+    assert "kgCO2e by Scope 3 category" in result.output
+    assert "spend in USD" in result.output

@@ -1,0 +1,462 @@
+"""Dynamics 365 (Finance & Operations, Business Central): what the acceptance suite does not see.
+
+Published Business Central payloads parsed over real HTTP, the Entra ID handshake and token
+renewal, the expired-token and throttling answers, server-driven paging under a path prefix,
+F&O's date and credit-note conventions, Business Central's dimensions and positive credit memos.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from erp_connector_dagster.erp import build_source
+from erp_connector_dagster.erp.base import SyncWindow
+from erp_connector_dagster.erp.dynamics365 import (
+    Dynamics365BusinessCentralSource,
+    Dynamics365FinanceSource,
+    odata_string,
+    odata_throttle_signal,
+    parse_date,
+)
+from erp_connector_dagster.erp.http import ErpAuthError
+from erp_connector_dagster.records import (
+    RecordKind,
+    RecordStatus,
+    SpendDocumentType,
+)
+from erp_connector_dagster.sandbox import dynamics365_bc, dynamics365_fo
+from erp_connector_dagster.sandbox.company import SandboxCompany
+from erp_connector_dagster.sandbox.faults import FaultPlan
+from erp_connector_dagster.sandbox.server import SandboxConnection, SandboxServer
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "erp-samples" / "dynamics365_bc"
+SEED = 5150
+UTC = dt.timezone.utc
+
+
+class Loopback:
+    """A WSGI app served on 127.0.0.1 in a thread, for the length of one test."""
+
+    def __init__(self, app) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def company() -> SandboxCompany:
+    return SandboxCompany(seed=SEED)
+
+
+def _source(cls, base_url: str, module, **overrides):
+    fields = {
+        "connection_name": "dyn-test",
+        "base_url": base_url,
+        **module.SANDBOX_CREDENTIALS,
+        **module.SANDBOX_OPTIONS,
+        **overrides,
+    }
+    return cls(**fields)
+
+
+@pytest.fixture
+def bc(company) -> Iterator[tuple[dynamics365_bc.BusinessCentralEmulator, str]]:
+    app = dynamics365_bc.create_app(company, FaultPlan(), dict(dynamics365_bc.SANDBOX_CREDENTIALS))
+    with Loopback(app) as base_url:
+        yield app, base_url
+
+
+@pytest.fixture
+def fo(company) -> Iterator[tuple[dynamics365_fo.FinanceEmulator, str]]:
+    app = dynamics365_fo.create_app(company, FaultPlan(), dict(dynamics365_fo.SANDBOX_CREDENTIALS))
+    with Loopback(app) as base_url:
+        yield app, base_url
+
+
+def _token(base_url: str, module, scope: str) -> str:
+    credentials = module.SANDBOX_CREDENTIALS
+    response = requests.post(
+        f"{base_url}/{credentials['tenant_id']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+            "scope": scope,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    grant = response.json()
+    assert grant["token_type"] == "Bearer" and grant["expires_in"] > 0
+    return grant["access_token"]
+
+
+# --- Published Business Central payloads ---------------------------------------------------
+
+
+def _sample(name: str) -> dict:
+    if not SAMPLES.exists():
+        pytest.skip(f"published Business Central samples not found at {SAMPLES}")
+    return json.loads((SAMPLES / name).read_text(), parse_float=Decimal)
+
+
+def _sample_service(collections: dict[str, list[dict]]):
+    """Business Central as far as the samples go: a token and fixed entity set answers."""
+
+    @Request.application
+    def app(request: Request) -> Response:
+        if request.path.endswith("/oauth2/v2.0/token"):
+            return Response(
+                json.dumps(
+                    {"token_type": "Bearer", "expires_in": 3599, "access_token": "sample-token"}
+                ),
+                mimetype="application/json",
+            )
+        assert request.headers["Authorization"] == "Bearer sample-token"
+        entity_set = request.path.rsplit("/", 1)[-1]
+        body = {"value": collections.get(entity_set, [])}
+        return Response(dynamics365_fo.json_dumps(body), mimetype="application/json")
+
+    return app
+
+
+def test_published_business_central_payloads_parse_to_canonical_records() -> None:
+    invoice = {
+        **_sample("purchaseinvoice.get_response.json"),
+        "purchaseInvoiceLines": [_sample("purchaseinvoiceline.get_response.json")],
+    }
+    order = {
+        **_sample("purchaseorder.get_response.json"),
+        "purchaseOrderLines": [_sample("purchaseorderline.get_response.json")],
+    }
+    app = _sample_service(
+        {
+            "purchaseInvoices": [invoice],
+            "purchaseOrders": [order],
+            "vendors": [_sample("vendor.get_response.json")],
+            "items": [_sample("item.get_response.json")],
+        }
+    )
+    with Loopback(app) as base_url:
+        source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+        read = {
+            kind: [r for b in source.fetch(kind, SyncWindow()) for r in b.records]
+            for kind in source.supported_kinds
+        }
+
+    [spend] = read[RecordKind.SPEND]
+    assert (spend.document_id, spend.line_number, spend.vendor_id) == ("108001", 10000, "20000")
+    assert spend.document_type is SpendDocumentType.INVOICE
+    assert spend.transaction_date == dt.date(2019, 1, 1)
+    assert spend.material_id == "1896-S" and spend.gl_account is None
+    assert spend.amount == Decimal("3122.8") and spend.currency == "USD"
+    assert spend.quantity == Decimal("4") and spend.unit == "PCS"
+    assert spend.description == "ATHENS Desk"
+    assert spend.source_id == "dd8db9c0-44e3-ea11-bb43-000d3a2feca1"
+    assert spend.updated_at == dt.datetime(2020, 8, 21, 0, 26, 53, 793000, tzinfo=UTC)
+
+    [purchase_order] = read[RecordKind.PURCHASE_ORDER]
+    assert purchase_order.purchase_order_id == "108001" and purchase_order.vendor_id == "20000"
+    assert purchase_order.order_date == dt.date(2021, 1, 1)
+    assert purchase_order.total_amount == Decimal("3122.8")
+    # fullyReceived, nothing invoiced yet.
+    assert purchase_order.order_status == "received"
+    # The published example writes lastModifiedDateTime as a bare date.
+    assert purchase_order.updated_at == dt.datetime(2021, 1, 1, tzinfo=UTC)
+
+    [order_line] = read[RecordKind.PURCHASE_ORDER_LINE]
+    assert (order_line.line_number, order_line.material_id) == (10000, "1996-S")
+    assert order_line.quantity == Decimal("12") and order_line.unit_price == Decimal("1397.3")
+    assert order_line.amount == Decimal("16767.6")
+    assert order_line.delivery_date == dt.date(2020, 4, 2)
+    assert order_line.description == "ATLANTA Whiteboard, base"
+
+    [vendor] = read[RecordKind.VENDOR]
+    assert (vendor.vendor_id, vendor.name, vendor.country) == ("10000", "Fabrikam, Inc.", "US")
+    assert vendor.currency == "USD" and vendor.tax_id is None and vendor.industry_code is None
+
+    [item] = read[RecordKind.MATERIAL]
+    assert (item.material_id, item.description) == ("1896-S", "ATHENS Desk")
+    assert item.material_group == "TABLE" and item.base_unit == "PCS"
+
+
+# --- Entra ID sign-in -----------------------------------------------------------------------
+
+
+def test_token_request_is_a_client_credentials_grant_for_the_right_scope(bc, fo) -> None:
+    _, bc_url = bc
+    fo_app, fo_url = fo
+    credentials = dynamics365_fo.SANDBOX_CREDENTIALS
+    token_url = f"{fo_url}/{credentials['tenant_id']}/oauth2/v2.0/token"
+
+    wrong_scope = requests.post(
+        token_url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+            "scope": "https://other/.default",
+        },
+        timeout=10,
+    )
+    wrong_grant = requests.post(token_url, data={"grant_type": "password"}, timeout=10)
+
+    assert wrong_scope.status_code == 400 and wrong_scope.json()["error"] == "invalid_scope"
+    assert wrong_grant.json()["error"] == "unsupported_grant_type"
+    # F&O's scope is the environment URL; Business Central's is the fixed API resource.
+    _token(fo_url, dynamics365_fo, f"{fo_url}/.default")
+    _token(bc_url, dynamics365_bc, dynamics365_bc.BUSINESS_CENTRAL_SCOPE)
+    assert fo_app.tokens.issued == 1
+
+
+def test_wrong_secret_is_an_auth_error_naming_the_entra_code_not_the_secret(bc) -> None:
+    _, base_url = bc
+    source = _source(
+        Dynamics365BusinessCentralSource,
+        base_url,
+        dynamics365_bc,
+        client_secret="not-the-secret-123",
+    )
+
+    with pytest.raises(ErpAuthError) as refused:
+        list(source.fetch(RecordKind.VENDOR, SyncWindow()))
+
+    assert "AADSTS7000215" in str(refused.value)
+    assert "not-the-secret-123" not in str(refused.value)
+    assert refused.value.status == 401
+
+
+def test_token_is_renewed_before_it_expires(company) -> None:
+    app = dynamics365_bc.create_app(
+        company, FaultPlan(), dict(dynamics365_bc.SANDBOX_CREDENTIALS), token_lifetime_seconds=2
+    )
+    with Loopback(app) as base_url:
+        source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc, page_size=50)
+        vendors = [r for b in source.fetch(RecordKind.VENDOR, SyncWindow()) for r in b.records]
+
+    assert len(vendors) == len(company.vendors())
+    # A token that lives less than the renewal margin is renewed before every page, so the
+    # service never had to refuse one: five pages, five tokens, no 401 answered.
+    assert app.tokens.issued == len(vendors) // 50 + 1
+    assert source._http().client.reauthentications == app.tokens.issued - 1
+
+
+def test_expired_token_gets_business_centrals_401(bc) -> None:
+    app, base_url = bc
+    token = _token(base_url, dynamics365_bc, dynamics365_bc.BUSINESS_CENTRAL_SCOPE)
+    app.faults.expire_token()
+
+    response = requests.get(
+        f"{base_url}/{app.prefix}/vendors", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert response.json()["error"]["code"] == "Authentication_InvalidCredentials"
+
+
+def test_expired_token_gets_an_empty_401_from_finance(fo) -> None:
+    app, base_url = fo
+    token = _token(base_url, dynamics365_fo, f"{base_url}/.default")
+    app.faults.expire_token()
+
+    response = requests.get(
+        f"{base_url}/data/VendorsV2", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+    assert response.status_code == 401 and response.content == b""
+
+
+# --- Throttling and paging -------------------------------------------------------------------
+
+
+def test_throttling_is_429_with_retry_after(bc) -> None:
+    app, base_url = bc
+    token = _token(base_url, dynamics365_bc, dynamics365_bc.BUSINESS_CENTRAL_SCOPE)
+    app.faults.throttle(retry_after=7)
+
+    response = requests.get(
+        f"{base_url}/{app.prefix}/vendors", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "Application_TooManyRequests"
+    assert odata_throttle_signal(response) == 7.0
+    assert odata_throttle_signal(requests.Response()) is None
+
+
+def test_server_driven_paging_under_a_path_prefix(company) -> None:
+    connection = SandboxConnection(name="paging-bc", erp_type="dynamics365_bc", company=company)
+    with SandboxServer([connection]) as server:
+        source = build_source(server.connection_configs()[0]).model_copy(update={"page_size": 40})
+        base_url = server.base_url("paging-bc")
+        token = _token(base_url, dynamics365_bc, dynamics365_bc.BUSINESS_CENTRAL_SCOPE)
+        first = requests.get(
+            f"{base_url}/v2.0/{dynamics365_bc.SANDBOX_TENANT_ID}/{dynamics365_bc.SANDBOX_ENVIRONMENT}"
+            f"/api/v2.0/companies({dynamics365_bc.SANDBOX_COMPANY_ID})/vendors",
+            headers={"Authorization": f"Bearer {token}", "Prefer": "odata.maxpagesize=40"},
+            timeout=10,
+        )
+        vendors = [r for b in source.fetch(RecordKind.VENDOR, SyncWindow()) for r in b.records]
+
+    assert first.headers["Preference-Applied"] == "odata.maxpagesize=40"
+    page = first.json()
+    assert len(page["value"]) == 40
+    assert page["@odata.nextLink"].startswith(f"{base_url}/v2.0/")
+    assert "$skiptoken=" in requests.utils.unquote(page["@odata.nextLink"])
+    assert [v.vendor_id for v in vendors] == sorted(v.vendor_id for v in company.vendors())
+
+
+def test_filter_literals_are_escaped() -> None:
+    assert odata_string("O'Neil & Sons") == "'O''Neil & Sons'"
+    expression = dynamics365_fo.parse_filter("VendorOrganizationName eq 'O''Neil' and x ge 2")
+    assert dynamics365_fo.matches(expression, {"VendorOrganizationName": "O'Neil", "x": 3})
+
+
+# --- Finance & Operations conventions --------------------------------------------------------
+
+
+def test_finance_dates_are_noon_utc_and_blank_dates_are_none() -> None:
+    assert parse_date("2026-11-25T12:00:00Z") == dt.date(2026, 11, 25)
+    assert parse_date("1900-01-01T00:00:00Z") is None
+    assert parse_date("0001-01-01") is None
+    assert dynamics365_fo.fo_date(dt.date(2026, 11, 25)) == "2026-11-25T12:00:00Z"
+
+
+def _day_with(company: SandboxCompany, document_type: SpendDocumentType) -> dt.date:
+    for day in reversed(company.business_days(company.end - dt.timedelta(days=90))):
+        if any(r.document_type is document_type for r in company.records(RecordKind.SPEND, day)):
+            return day
+    raise AssertionError(f"no {document_type.value} in the last 90 days")
+
+
+def test_finance_credit_notes_are_negative_invoices_and_card_charges_a_payment_method(
+    fo, company
+) -> None:
+    app, base_url = fo
+    source = _source(Dynamics365FinanceSource, base_url, dynamics365_fo)
+    token = _token(base_url, dynamics365_fo, f"{base_url}/.default")
+    credit_day = _day_with(company, SpendDocumentType.CREDIT_NOTE)
+    card_day = _day_with(company, SpendDocumentType.CARD_CHARGE)
+
+    native = requests.get(
+        f"{base_url}/data/VendorInvoiceLines",
+        params={"cross-company": "true", "$filter": "HeaderReference eq 'none'"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    records = [
+        r
+        for day in (credit_day, card_day)
+        for b in source.fetch(RecordKind.SPEND, SyncWindow.for_day(day))
+        for r in b.records
+    ]
+
+    assert native.status_code == 200 and native.json()["value"] == []
+    credits = [r for r in records if r.document_type is SpendDocumentType.CREDIT_NOTE]
+    cards = [r for r in records if r.document_type is SpendDocumentType.CARD_CHARGE]
+    truth = [r for day in (credit_day, card_day) for r in company.records(RecordKind.SPEND, day)]
+    assert credits and all(r.amount < 0 for r in credits)
+    assert {r.natural_key for r in cards} == {
+        r.natural_key for r in truth if r.document_type is SpendDocumentType.CARD_CHARGE
+    }
+    assert {r.natural_key for r in credits} == {
+        r.natural_key for r in truth if r.document_type is SpendDocumentType.CREDIT_NOTE
+    }
+
+
+def test_finance_change_cursor_is_cut_to_whole_seconds(fo, company) -> None:
+    _, base_url = fo
+    source = _source(Dynamics365FinanceSource, base_url, dynamics365_fo)
+    day = company.business_days()[-30]
+    line = company.records(RecordKind.SPEND, day)[0]
+    amended = company.amend(RecordKind.SPEND, line.natural_key, day, description="re-keyed")
+
+    # A cursor a fraction of a second after the change still finds it: F&O keeps seconds.
+    cursor = amended.updated_at.replace(microsecond=999_000)
+    records = [
+        r
+        for b in source.fetch(RecordKind.SPEND, SyncWindow(changed_since=cursor))
+        for r in b.records
+    ]
+
+    assert line.natural_key in {r.natural_key for r in records}
+    assert source.changed_days(RecordKind.SPEND, cursor).days == {day}
+
+
+# --- Business Central conventions ------------------------------------------------------------
+
+
+def test_business_central_credit_memos_are_stored_positive_and_read_negative(bc, company) -> None:
+    app, base_url = bc
+    source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+    token = _token(base_url, dynamics365_bc, dynamics365_bc.BUSINESS_CENTRAL_SCOPE)
+    day = _day_with(company, SpendDocumentType.CREDIT_NOTE)
+
+    native = requests.get(
+        f"{base_url}/{app.prefix}/purchaseCreditMemos",
+        params={
+            "$filter": f"postingDate ge {day} and postingDate lt {day + dt.timedelta(days=1)}",
+            "$expand": "purchaseCreditMemoLines",
+        },
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    native = json.loads(native.text, parse_float=Decimal)
+    records = [
+        r for b in source.fetch(RecordKind.SPEND, SyncWindow.for_day(day)) for r in b.records
+    ]
+
+    native_lines = [line for memo in native["value"] for line in memo["purchaseCreditMemoLines"]]
+    assert native_lines and all(line["netAmount"] > 0 for line in native_lines)
+    credits = [r for r in records if r.document_type is SpendDocumentType.CREDIT_NOTE]
+    assert sorted(r.amount for r in credits) == sorted(-line["netAmount"] for line in native_lines)
+
+
+def test_business_central_dimensions_carry_gl_account_capex_and_card_payment(bc, company) -> None:
+    app, base_url = bc
+    source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+    day = _day_with(company, SpendDocumentType.CARD_CHARGE)
+
+    records = [
+        r for b in source.fetch(RecordKind.SPEND, SyncWindow.for_day(day)) for r in b.records
+    ]
+
+    truth = {r.natural_key: r for r in company.records(RecordKind.SPEND, day)}
+    item_lines = [r for r in records if r.material_id is not None]
+    assert item_lines and all(r.gl_account == truth[r.natural_key].gl_account for r in item_lines)
+    assert [r.is_capex for r in records] == [truth[r.natural_key].is_capex for r in records]
+    assert any(r.document_type is SpendDocumentType.CARD_CHARGE for r in records)
+
+
+def test_business_central_canceled_invoice_is_voided(bc, company) -> None:
+    _, base_url = bc
+    source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+    day = company.business_days()[-15]
+    first = company.records(RecordKind.SPEND, day)[0]
+    company.amend(RecordKind.SPEND, first.natural_key, day, status=RecordStatus.VOIDED)
+
+    records = [
+        r for b in source.fetch(RecordKind.SPEND, SyncWindow.for_day(day)) for r in b.records
+    ]
+
+    voided = {r.natural_key for r in records if r.status is RecordStatus.VOIDED}
+    assert first.natural_key in voided
+    assert all(r.document_id == first.document_id for r in records if r.natural_key in voided)

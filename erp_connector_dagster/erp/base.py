@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
 from dagster import ConfigurableResource, EnvVar
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from erp_connector_dagster.records import CanonicalRecord, RecordKind, RejectedRecord
 
@@ -27,6 +28,39 @@ def resolve_secret(value: str) -> str:
     if isinstance(value, EnvVar):
         return value.get_value() or ""
     return value
+
+
+def required_field(item: dict, field: str) -> str:
+    """A native field that must be present and non-empty, else a ValueError naming it."""
+    value = item.get(field)
+    if value in (None, ""):
+        raise ValueError(f"{field} is missing")
+    return value
+
+
+def decimal_field(item: dict, field: str, *, required: bool = True) -> Decimal | None:
+    """A native amount or quantity (string, JSON number or Decimal) as an exact Decimal."""
+    value = item.get(field)
+    if value in (None, ""):
+        if required:
+            raise ValueError(f"{field} is missing")
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{field} {value!r} is not a number")
+    try:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{field} {value!r} is not a number") from None
+
+
+def rejection_reason(error: Exception) -> str:
+    """A short reason for a RejectedRecord from a parsing or validation error."""
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    if isinstance(error, KeyError):
+        return f"{error.args[0]} is missing"
+    return str(error)
 
 
 class SyncWindow(BaseModel):
@@ -100,6 +134,9 @@ class ErpSource(ConfigurableResource):
     erp_type: ClassVar[str] = ""
     api_version: ClassVar[str] = ""
     supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind)
+    # Canonical fields this ERP has nowhere to keep (they come back empty or defaulted); the
+    # cross-dialect comparisons leave them out.
+    unmapped_fields: ClassVar[dict[RecordKind, frozenset[str]]] = {}
 
     def check_health(self) -> ConnectionHealth:
         """Reach the ERP, authenticate, and report the round-trip latency."""

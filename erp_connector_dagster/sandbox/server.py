@@ -63,12 +63,15 @@ def emulator_module(erp_type: str) -> ModuleType:
 
 
 def available_erp_types() -> list[str]:
-    """ERP types whose emulator module exists in this build."""
-    available = []
-    for erp_type, module_name in EMULATOR_MODULES.items():
-        if importlib.util.find_spec(module_name) is not None:
-            available.append(erp_type)
-    return available
+    """ERP types whose emulator and source modules both exist in this build."""
+    from erp_connector_dagster.erp import ERP_SOURCE_CLASSES
+
+    return [
+        erp_type
+        for erp_type, module_name in EMULATOR_MODULES.items()
+        if importlib.util.find_spec(module_name) is not None
+        and importlib.util.find_spec(ERP_SOURCE_CLASSES[erp_type].split(":")[0]) is not None
+    ]
 
 
 @dataclass

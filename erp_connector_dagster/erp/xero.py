@@ -1,0 +1,739 @@
+"""Xero as an ERP source: Accounting API 2.0 (`/api.xro/2.0/`) with OAuth 2.0.
+
+What is read, and from where:
+
+* spend: `Invoices` of Type `ACCPAY` (bills), `CreditNotes` of Type `ACCPAYCREDIT` (supplier
+  credit notes, stored positive and turned negative here) and `BankTransactions` of Type
+  `SPEND` (card charges when paid from a credit-card bank account); drafts and bills awaiting
+  approval are not spend yet and are skipped;
+* purchase orders: `PurchaseOrders`, lines inline (Xero numbers no lines: they are numbered
+  10, 20, 30 in document order, the usual purchase-order item numbering);
+* vendors: `Contacts` where `IsSupplier==true`, archived ones included;
+* materials: `Items`.
+
+Dates are `/Date(milliseconds+0000)/`. Paging is `page` with `pageSize` (line items only come
+with paged reads), ordered by the document id so pages do not shift; the change filter is the
+`If-Modified-Since` header (inclusive, whole seconds). Deleted documents stay listed with
+Status `DELETED` and become `deleted_source_ids`; voided ones are kept with status voided.
+Tokens come from the client-credentials grant of a Xero custom connection (30 minutes), and
+every call names the organisation in the `xero-tenant-id` header (found through
+`/connections` when not configured). Throttling is a 429 with `Retry-After` and
+`X-Rate-Limit-Problem` (minute, day or app limit). Inventory is not offered (see below).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import ClassVar
+
+import requests
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from pydantic import Field, PrivateAttr, ValidationError
+
+from erp_connector_dagster.erp.base import (
+    ChangeSummary,
+    ConnectionHealth,
+    ErpSource,
+    RecordBatch,
+    SyncWindow,
+    resolve_secret,
+)
+from erp_connector_dagster.erp.http import (
+    ErpAuthError,
+    ErpHttpClient,
+    ErpRequestError,
+    RetryableError,
+    retry_after_seconds,
+    standard_throttle_signal,
+)
+from erp_connector_dagster.records import (
+    CanonicalRecord,
+    Material,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    RecordKind,
+    RecordStatus,
+    RejectedRecord,
+    SpendDocumentType,
+    SpendRecord,
+    Vendor,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_URL = "https://identity.xero.com/connect/token"
+API_ROOT = "api.xro/2.0"
+MAX_PAGE_SIZE = 1000
+TOKEN_RENEWAL_MARGIN_SECONDS = 60
+# collection: (Type filter, id field, number field)
+SPEND_COLLECTIONS: dict[str, tuple[str, str, str]] = {
+    "Invoices": ("ACCPAY", "InvoiceID", "InvoiceNumber"),
+    "CreditNotes": ("ACCPAYCREDIT", "CreditNoteID", "CreditNoteNumber"),
+    "BankTransactions": ("SPEND", "BankTransactionID", "Reference"),
+}
+NOT_YET_SPEND = frozenset({"DRAFT", "SUBMITTED"})
+OPEN_ORDER_STATUSES = frozenset({"DRAFT", "SUBMITTED", "AUTHORISED"})
+_XERO_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+
+
+class RecordRejected(ValueError):
+    """A native value that cannot become a canonical field; the message is the reason."""
+
+
+def parse_xero_date(value: object) -> dt.datetime | None:
+    """A Xero `/Date(ms+0000)/` (or ISO) value as a UTC moment."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    match = _XERO_DATE.fullmatch(text)
+    if match:
+        return dt.datetime.fromtimestamp(int(match[1]) / 1000, dt.timezone.utc)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise RecordRejected(f"not a Xero date: {text[:40]!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _day(value: object, name: str) -> dt.date:
+    moment = parse_xero_date(value)
+    if moment is None:
+        raise RecordRejected(f"{name} is missing")
+    return moment.date()
+
+
+def _decimal(value: object, name: str) -> Decimal:
+    if value is None or value == "" or isinstance(value, bool):
+        raise RecordRejected(f"{name} is missing")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        raise RecordRejected(f"{name} is not a number: {str(value)[:40]!r}") from None
+    if not number.is_finite():
+        raise RecordRejected(f"{name} is not a finite number")
+    return number
+
+
+def _validation(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+def _if_modified_since(moment: dt.datetime) -> str:
+    # Xero compares whole seconds in UTC; flooring keeps the filter inclusive.
+    return moment.astimezone(dt.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat()
+
+
+def _datetime_literal(day: dt.date) -> str:
+    return f"DateTime({day.year},{day.month:02d},{day.day:02d})"
+
+
+@dataclass
+class XeroReference:
+    """The organisation's lists that turn Xero ids into business codes."""
+
+    contact_codes: dict[str, str] = field(default_factory=dict)
+    capex_account_codes: set[str] = field(default_factory=set)
+    card_accounts: set[str] = field(default_factory=set)
+
+    def vendor_code(self, contact: dict | None) -> str | None:
+        if not isinstance(contact, dict) or not contact.get("ContactID"):
+            return None
+        known = self.contact_codes.get(contact["ContactID"])
+        return known or contact.get("AccountNumber") or contact["ContactID"]
+
+    def is_card(self, bank_account: dict | None) -> bool:
+        if not isinstance(bank_account, dict):
+            return False
+        return bool({bank_account.get("AccountID"), bank_account.get("Code")} & self.card_accounts)
+
+
+def disposition(document: dict) -> str:
+    """What a listed document means to a sync: "deleted", "not yet spend" or "live"."""
+    status = document.get("Status")
+    if status == "DELETED":
+        return "deleted"
+    if status in NOT_YET_SPEND:
+        return "not yet spend"
+    return "live"
+
+
+def vendor_from_contact(contact: dict, connection: str) -> Vendor:
+    """A Xero supplier `Contact` as a canonical vendor (archived means deleted in Xero)."""
+    country = next(
+        (
+            address.get("Country")
+            for address in contact.get("Addresses", [])
+            if address.get("Country")
+        ),
+        None,
+    )
+    return Vendor(
+        connection=connection,
+        source_id=f"Contacts:{contact['ContactID']}",
+        updated_at=parse_xero_date(contact.get("UpdatedDateUTC")),
+        status=(
+            RecordStatus.ACTIVE
+            if contact.get("ContactStatus", "ACTIVE") == "ACTIVE"
+            else RecordStatus.DELETED
+        ),
+        vendor_id=contact.get("AccountNumber") or contact["ContactID"],
+        name=contact["Name"],
+        country=country,
+        tax_id=contact.get("TaxNumber") or None,
+        currency=contact.get("DefaultCurrency") or None,
+    )
+
+
+def material_from_item(item: dict, connection: str) -> Material:
+    """A Xero `Item` as a canonical material."""
+    return Material(
+        connection=connection,
+        source_id=f"Items:{item['ItemID']}",
+        updated_at=parse_xero_date(item.get("UpdatedDateUTC")),
+        material_id=item["Code"],
+        description=(
+            item.get("PurchaseDescription")
+            or item.get("Description")
+            or item.get("Name")
+            or item["Code"]
+        ),
+    )
+
+
+def _net_amount(line: dict, inclusive: bool) -> Decimal:
+    amount = _decimal(line.get("LineAmount"), "LineAmount")
+    if inclusive:
+        amount -= _decimal(line.get("TaxAmount") or Decimal("0"), "TaxAmount")
+    return amount
+
+
+def spend_from_document(
+    collection: str, document: dict, connection: str, reference: XeroReference | None = None
+) -> tuple[list[SpendRecord], list[RejectedRecord]]:
+    """The line items of an ACCPAY invoice, ACCPAYCREDIT credit note or SPEND bank transaction.
+
+    Amounts are net of tax and signed: credit notes come back negative. Xero fills a quantity
+    of 1 on account-coded lines; only item lines keep their quantity.
+    """
+    reference = reference or XeroReference()
+    _, id_field, number_field = SPEND_COLLECTIONS[collection]
+    source_id = f"{collection}:{document.get(id_field)}"
+    if collection == "CreditNotes":
+        document_type, sign = SpendDocumentType.CREDIT_NOTE, Decimal(-1)
+    elif collection == "BankTransactions" and reference.is_card(document.get("BankAccount")):
+        document_type, sign = SpendDocumentType.CARD_CHARGE, Decimal(1)
+    else:
+        document_type, sign = SpendDocumentType.INVOICE, Decimal(1)
+    try:
+        header = {
+            "connection": connection,
+            "source_id": source_id,
+            "updated_at": parse_xero_date(document.get("UpdatedDateUTC")),
+            "status": (
+                RecordStatus.VOIDED if document.get("Status") == "VOIDED" else RecordStatus.ACTIVE
+            ),
+            "document_id": str(document.get(number_field) or document[id_field]),
+            "document_type": document_type,
+            "transaction_date": _day(document.get("Date"), "Date"),
+            "currency": document.get("CurrencyCode"),
+        }
+        if not header["currency"]:
+            raise RecordRejected("CurrencyCode is missing")
+    except (RecordRejected, KeyError) as error:
+        return [], [
+            RejectedRecord(
+                connection=connection,
+                kind=RecordKind.SPEND,
+                source_id=source_id,
+                reason=str(error),
+                payload=document,
+            )
+        ]
+    vendor_id = reference.vendor_code(document.get("Contact"))
+    inclusive = document.get("LineAmountTypes") == "Inclusive"
+    records, rejected = [], []
+    for position, line in enumerate(document.get("LineItems") or [], start=1):
+        try:
+            material_id = line.get("ItemCode") or None
+            quantity = _decimal(line.get("Quantity"), "Quantity") * sign if material_id else None
+            account = line.get("AccountCode") or None
+            records.append(
+                SpendRecord(
+                    **header,
+                    line_number=position,
+                    vendor_id=vendor_id,
+                    material_id=material_id,
+                    gl_account=account,
+                    description=line.get("Description") or None,
+                    amount=_net_amount(line, inclusive) * sign,
+                    quantity=quantity,
+                    is_capex=account in reference.capex_account_codes,
+                )
+            )
+        except (RecordRejected, ValidationError) as error:
+            reason = _validation(error) if isinstance(error, ValidationError) else str(error)
+            rejected.append(
+                RejectedRecord(
+                    connection=connection,
+                    kind=RecordKind.SPEND,
+                    source_id=source_id,
+                    reason=f"line {position}: {reason}",
+                    payload={"document": document, "line": line},
+                    partition_date=header["transaction_date"],
+                )
+            )
+    return records, rejected
+
+
+def purchase_order_from_document(
+    document: dict, connection: str, reference: XeroReference | None = None
+) -> tuple[list[CanonicalRecord], list[RejectedRecord]]:
+    """A Xero `PurchaseOrder` as a header and its lines (or the reason it cannot be)."""
+    reference = reference or XeroReference()
+    source_id = f"PurchaseOrders:{document.get('PurchaseOrderID')}"
+    try:
+        inclusive = document.get("LineAmountTypes") == "Inclusive"
+        delivery = parse_xero_date(document.get("DeliveryDate"))
+        common = {
+            "connection": connection,
+            "source_id": source_id,
+            "updated_at": parse_xero_date(document.get("UpdatedDateUTC")),
+            "purchase_order_id": str(
+                document.get("PurchaseOrderNumber") or document["PurchaseOrderID"]
+            ),
+            "order_date": _day(document.get("Date"), "Date"),
+            "currency": document.get("CurrencyCode") or "",
+        }
+        if not common["currency"]:
+            raise RecordRejected("CurrencyCode is missing")
+        header = PurchaseOrder(
+            **common,
+            vendor_id=reference.vendor_code(document.get("Contact")),
+            total_amount=_decimal(
+                document.get("SubTotal")
+                if document.get("SubTotal") is not None
+                else document.get("Total"),
+                "SubTotal",
+            ),
+            order_status="open" if document.get("Status") in OPEN_ORDER_STATUSES else "closed",
+        )
+        lines: list[CanonicalRecord] = []
+        for position, line in enumerate(document.get("LineItems") or [], start=1):
+            quantity = _decimal(line.get("Quantity") or Decimal("1"), "Quantity")
+            lines.append(
+                PurchaseOrderLine(
+                    **common,
+                    line_number=position * 10,
+                    material_id=line.get("ItemCode") or None,
+                    description=line.get("Description") or None,
+                    quantity=quantity,
+                    unit_price=_decimal(line.get("UnitAmount"), "UnitAmount"),
+                    amount=_net_amount(line, inclusive),
+                    gl_account=line.get("AccountCode") or None,
+                    delivery_date=delivery.date() if delivery else None,
+                )
+            )
+    except (RecordRejected, ValidationError, KeyError) as error:
+        reason = _validation(error) if isinstance(error, ValidationError) else str(error)
+        return [], [
+            RejectedRecord(
+                connection=connection,
+                kind=RecordKind.PURCHASE_ORDER,
+                source_id=source_id,
+                reason=reason,
+                payload=document,
+            )
+        ]
+    return [header, *lines], []
+
+
+class _LatestVersions:
+    """Paging over changing data can serve a record twice: pass each version once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dt.datetime | None] = {}
+
+    def keep(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
+        kept = []
+        for record in records:
+            key = record.natural_key
+            if key in self._seen:
+                previous = self._seen[key]
+                newer = record.updated_at and (previous is None or record.updated_at > previous)
+                if not newer:
+                    continue
+            self._seen[key] = record.updated_at
+            kept.append(record)
+        return kept
+
+
+class XeroSource(ErpSource):
+    """A Xero organisation read through the Accounting API 2.0 with a custom connection."""
+
+    erp_type: ClassVar[str] = "xero"
+    api_version: ClassVar[str] = "Accounting API 2.0"
+    # Limitation: Xero reports only the current QuantityOnHand of tracked items, for the whole
+    # organisation, with no history and no locations, so dated per-location inventory
+    # snapshots cannot be read; INVENTORY is not offered by this source.
+    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind) - {
+        RecordKind.INVENTORY
+    }
+    # Canonical fields Xero has no place for (or keeps only coarsely): no units of measure,
+    # item groups, industry or commodity codes; no "received" order status; no line dates.
+    unmapped_fields: ClassVar[dict[RecordKind, frozenset[str]]] = {
+        RecordKind.VENDOR: frozenset({"industry_code"}),
+        RecordKind.MATERIAL: frozenset({"material_group", "base_unit", "commodity_code"}),
+        RecordKind.SPEND: frozenset({"unit"}),
+        RecordKind.PURCHASE_ORDER: frozenset({"order_status"}),
+        RecordKind.PURCHASE_ORDER_LINE: frozenset({"unit", "delivery_date"}),
+    }
+
+    client_id: str = Field(description="Client id of the Xero custom connection.")
+    client_secret: str = Field(description="Client secret (from the environment).")
+    tenant_id: str | None = Field(
+        default=None, description="Organisation (tenant) id; found via /connections if unset."
+    )
+    token_url: str = Field(
+        default=DEFAULT_TOKEN_URL,
+        description="Token endpoint; a path starting with / is taken relative to base_url.",
+    )
+    scope: str | None = Field(default=None, description="Scopes to ask for, space-separated.")
+
+    _http: ErpHttpClient | None = PrivateAttr(default=None)
+    _token_expires_at: float = PrivateAttr(default=0.0)
+    _tenant: str | None = PrivateAttr(default=None)
+    _reference: XeroReference | None = PrivateAttr(default=None)
+
+    # Connection
+
+    def _client(self) -> ErpHttpClient:
+        if self._http is None:
+            self._http = ErpHttpClient(
+                self.connection_name,
+                self.base_url,
+                timeout_seconds=self.timeout_seconds,
+                max_retries=self.max_retries,
+                authenticate=self._authenticate,
+                throttle_signal=self._throttle_signal,
+            )
+        return self._http
+
+    def _throttle_signal(self, response: requests.Response) -> float | None:
+        wait = standard_throttle_signal(response)
+        if wait is not None:
+            logger.warning(
+                "Xero rate limit reached (%s)",
+                response.headers.get("X-Rate-Limit-Problem"),
+                extra={"connection": self.connection_name},
+            )
+        return wait
+
+    def _token_endpoint(self) -> str:
+        if self.token_url.startswith("/"):
+            return self.base_url.rstrip("/") + self.token_url
+        return self.token_url
+
+    def _authenticate(self, session: requests.Session) -> None:
+        """Client-credentials grant, then the tenant header for every later call."""
+        oauth = BackendApplicationClient(self.client_id)
+        body = oauth.prepare_request_body(include_client_id=False, scope=self.scope)
+        try:
+            response = session.post(
+                self._token_endpoint(),
+                data=body,
+                auth=(self.client_id, resolve_secret(self.client_secret)),
+                headers={
+                    "Accept": "application/json",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+                timeout=self.timeout_seconds,
+            )
+            _ = response.content
+        except (requests.ConnectionError, requests.Timeout):
+            raise RetryableError("token endpoint unreachable") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(
+                f"token endpoint answered {response.status_code}",
+                wait_seconds=retry_after_seconds(response),
+            )
+        try:
+            token = oauth.parse_request_body_response(response.text, scope=self.scope)
+        except (OAuth2Error, ValueError) as error:
+            code = getattr(error, "error", None) or f"status {response.status_code}"
+            raise ErpAuthError(
+                self.connection_name, f"token request refused ({code})", response.status_code
+            ) from None
+        session.headers["Authorization"] = f"Bearer {token['access_token']}"
+        session.headers["Accept"] = "application/json"
+        self._token_expires_at = float(token.get("expires_at") or time.time() + 1800)
+        session.headers["xero-tenant-id"] = self._tenant or self._find_tenant(session)
+        logger.info("Xero access token renewed", extra={"connection": self.connection_name})
+
+    def _find_tenant(self, session: requests.Session) -> str:
+        if self.tenant_id:
+            self._tenant = self.tenant_id
+            return self._tenant
+        try:
+            response = session.get(
+                f"{self.base_url.rstrip('/')}/connections", timeout=self.timeout_seconds
+            )
+            _ = response.content
+        except (requests.ConnectionError, requests.Timeout):
+            raise RetryableError("connections endpoint unreachable") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(
+                f"connections endpoint answered {response.status_code}",
+                wait_seconds=retry_after_seconds(response),
+            )
+        if response.status_code >= 400:
+            raise ErpAuthError(
+                self.connection_name,
+                f"listing connections failed ({response.status_code})",
+                response.status_code,
+            )
+        tenants = [c["tenantId"] for c in response.json() if c.get("tenantType") == "ORGANISATION"]
+        if not tenants:
+            raise ErpAuthError(self.connection_name, "the app is connected to no organisation")
+        self._tenant = tenants[0]
+        return self._tenant
+
+    def _get(
+        self,
+        collection: str,
+        params: dict[str, str] | None = None,
+        modified_since: dt.datetime | None = None,
+    ) -> dict:
+        client = self._client()
+        if self._token_expires_at and (
+            self._token_expires_at - time.time() < TOKEN_RENEWAL_MARGIN_SECONDS
+        ):
+            client.reauthenticate()
+        headers = (
+            {"If-Modified-Since": _if_modified_since(modified_since)}
+            if (modified_since is not None)
+            else {}
+        )
+        response = client.get(f"{API_ROOT}/{collection}", params=params or {}, headers=headers)
+        try:
+            return response.json(parse_float=Decimal)
+        except json.JSONDecodeError:
+            raise ErpRequestError(
+                self.connection_name, f"GET {collection} answered something that is not JSON"
+            ) from None
+
+    def _pages(
+        self,
+        collection: str,
+        params: dict[str, str],
+        modified_since: dt.datetime | None,
+        key: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[list[dict]]:
+        """Paged reads: a page shorter than the page size (or the last by count) ends it."""
+        size = max(1, min(page_size or self.page_size, MAX_PAGE_SIZE))
+        page = 1
+        while True:
+            body = self._get(
+                collection, {**params, "page": str(page), "pageSize": str(size)}, modified_since
+            )
+            rows = body.get(key or collection) or []
+            yield rows
+            pagination = body.get("pagination") or {}
+            if len(rows) < size or (pagination and page >= pagination.get("pageCount", page)):
+                return
+            page += 1
+
+    def _reference_lists(self, refresh: bool = False) -> XeroReference:
+        if self._reference is not None and not refresh:
+            return self._reference
+        reference = XeroReference()
+        for account in self._get("Accounts").get("Accounts", []):
+            if account.get("Type") == "FIXED":
+                reference.capex_account_codes.add(account.get("Code"))
+            if account.get("Type") == "BANK" and account.get("BankAccountType") == "CREDITCARD":
+                reference.card_accounts.update({account.get("AccountID"), account.get("Code")})
+        params = {"where": "IsSupplier==true", "includeArchived": "true", "order": "ContactID"}
+        # Reference lists are small master data: read them in the largest pages allowed.
+        for page in self._pages("Contacts", params, None, page_size=MAX_PAGE_SIZE):
+            for contact in page:
+                reference.contact_codes[contact["ContactID"]] = (
+                    contact.get("AccountNumber") or contact["ContactID"]
+                )
+        self._reference = reference
+        return reference
+
+    # ErpSource
+
+    def check_health(self) -> ConnectionHealth:
+        started = time.monotonic()
+        health = {"connection": self.connection_name, "erp_type": self.erp_type}
+        try:
+            self._get("Organisation")
+        except ErpAuthError as error:
+            return ConnectionHealth(**health, reachable=True, authenticated=False, error=str(error))
+        except (RetryableError, ErpRequestError) as error:
+            return ConnectionHealth(
+                **health, reachable=False, authenticated=False, error=str(error)
+            )
+        latency = (time.monotonic() - started) * 1000
+        return ConnectionHealth(**health, reachable=True, authenticated=True, latency_ms=latency)
+
+    def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
+        """Yield batches of canonical records of `kind` inside `window`, a page at a time."""
+        if kind not in self.supported_kinds:
+            raise ErpRequestError(self.connection_name, f"Xero does not offer {kind.value}")
+        latest = _LatestVersions()
+        for records, rejected, deleted, watermark in self._read(kind, window):
+            yield RecordBatch(
+                records=latest.keep(records),
+                rejected=rejected,
+                deleted_source_ids=deleted,
+                high_watermark=watermark,
+            )
+
+    def _read(self, kind: RecordKind, window: SyncWindow):
+        if kind is RecordKind.SPEND:
+            yield from self._spend_pages(window)
+        elif kind in (RecordKind.PURCHASE_ORDER, RecordKind.PURCHASE_ORDER_LINE):
+            yield from self._purchase_order_pages(kind, window)
+        elif kind is RecordKind.VENDOR:
+            params = {"where": "IsSupplier==true", "includeArchived": "true", "order": "ContactID"}
+            for page in self._pages("Contacts", params, window.changed_since):
+                records = [vendor_from_contact(c, self.connection_name) for c in page]
+                yield records, [], [], self._watermark(page)
+        else:
+            items = self._get("Items", {"order": "Code"}, window.changed_since).get("Items", [])
+            records = [material_from_item(item, self.connection_name) for item in items]
+            yield records, [], [], self._watermark(items)
+
+    @staticmethod
+    def _watermark(documents: list[dict]) -> dt.datetime | None:
+        stamps = []
+        for document in documents:
+            try:
+                stamps.append(parse_xero_date(document.get("UpdatedDateUTC")))
+            except RecordRejected:
+                continue
+        stamps = [stamp for stamp in stamps if stamp is not None]
+        return max(stamps) if stamps else None
+
+    @staticmethod
+    def _date_where(type_value: str, window: SyncWindow) -> str:
+        conditions = [f'Type=="{type_value}"']
+        if window.start is not None:
+            conditions.append(f"Date>={_datetime_literal(window.start)}")
+        if window.end is not None:
+            conditions.append(f"Date<{_datetime_literal(window.end)}")
+        return " AND ".join(conditions)
+
+    def _spend_pages(self, window: SyncWindow):
+        reference = self._reference_lists()
+        for collection, (type_value, id_field, _) in SPEND_COLLECTIONS.items():
+            params = {"where": self._date_where(type_value, window), "order": id_field}
+            for page in self._pages(collection, params, window.changed_since):
+                contacts = {(d.get("Contact") or {}).get("ContactID") for d in page} - {None}
+                if contacts - set(reference.contact_codes):
+                    reference = self._reference_lists(refresh=True)
+                records, rejected, deleted = [], [], []
+                for document in page:
+                    state = disposition(document)
+                    if state == "deleted":
+                        deleted.append(f"{collection}:{document[id_field]}")
+                    if state != "live":
+                        continue
+                    lines, refused = spend_from_document(
+                        collection, document, self.connection_name, reference
+                    )
+                    records.extend(line for line in lines if window.contains(line.partition_date))
+                    rejected.extend(refused)
+                yield records, rejected, deleted, self._watermark(page)
+
+    def _purchase_order_pages(self, kind: RecordKind, window: SyncWindow):
+        reference = self._reference_lists()
+        wanted = PurchaseOrder if kind is RecordKind.PURCHASE_ORDER else PurchaseOrderLine
+        params = {"order": "PurchaseOrderID"}
+        if window.start is not None:
+            params["DateFrom"] = window.start.isoformat()
+        if window.end is not None:
+            params["DateTo"] = (window.end - dt.timedelta(days=1)).isoformat()
+        for page in self._pages("PurchaseOrders", params, window.changed_since):
+            records, rejected, deleted = [], [], []
+            for document in page:
+                if disposition(document) == "deleted":
+                    deleted.append(f"PurchaseOrders:{document['PurchaseOrderID']}")
+                    continue
+                parsed, refused = purchase_order_from_document(
+                    document, self.connection_name, reference
+                )
+                records.extend(record for record in parsed if isinstance(record, wanted))
+                rejected.extend(r.model_copy(update={"kind": kind}) for r in refused)
+            yield records, rejected, deleted, self._watermark(page)
+
+    def changed_days(self, kind: RecordKind, since: dt.datetime) -> ChangeSummary:
+        """Days holding records changed at or after `since`; invoices are read as summaries."""
+        summary = ChangeSummary()
+        if kind is RecordKind.SPEND:
+            reads = [
+                (
+                    collection,
+                    {
+                        "where": f'Type=="{type_value}"',
+                        "order": id_field,
+                        **({"summaryOnly": "true"} if collection == "Invoices" else {}),
+                    },
+                    collection,
+                )
+                for collection, (type_value, id_field, _) in SPEND_COLLECTIONS.items()
+            ]
+        elif kind in (RecordKind.PURCHASE_ORDER, RecordKind.PURCHASE_ORDER_LINE):
+            reads = [("PurchaseOrders", {"order": "PurchaseOrderID"}, "PurchaseOrders")]
+        elif kind is RecordKind.VENDOR:
+            reads = [
+                (
+                    "Contacts",
+                    {"where": "IsSupplier==true", "includeArchived": "true", "summaryOnly": "true"},
+                    "Contacts",
+                )
+            ]
+        elif kind is RecordKind.MATERIAL:
+            items = self._get("Items", {}, since).get("Items", [])
+            for item in items:
+                stamp = parse_xero_date(item.get("UpdatedDateUTC"))
+                if stamp:
+                    summary.days.add(stamp.date())
+            summary.high_watermark = self._watermark(items)
+            return summary
+        else:
+            raise ErpRequestError(self.connection_name, f"Xero does not offer {kind.value}")
+        for collection, params, key in reads:
+            for page in self._pages(collection, params, since, key):
+                for document in page:
+                    stamp = parse_xero_date(document.get("UpdatedDateUTC"))
+                    dated = document.get("Date")
+                    summary.days.add(_day(dated, "Date") if dated else stamp.date())
+                watermark = self._watermark(page)
+                if watermark and (
+                    summary.high_watermark is None or watermark > summary.high_watermark
+                ):
+                    summary.high_watermark = watermark
+        return summary
+
+
+__all__ = [
+    "XeroReference",
+    "XeroSource",
+    "disposition",
+    "material_from_item",
+    "parse_xero_date",
+    "purchase_order_from_document",
+    "spend_from_document",
+    "vendor_from_contact",
+]

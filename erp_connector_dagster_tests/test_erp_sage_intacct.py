@@ -1,0 +1,453 @@
+"""Sage Intacct: published responses, the sender and session handshake, readMore, deletes.
+
+Runs the real source against the Intacct gateway emulator over loopback HTTP (some tests put
+a recording or page-losing middleware in front of it), and parses the published sample
+responses in ../shared/data/erp-samples/sage_intacct.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from erp_connector_dagster.erp.base import SyncWindow
+from erp_connector_dagster.erp.http import ErpAuthError
+from erp_connector_dagster.erp.sage_intacct import (
+    IntacctReference,
+    SageIntacctSource,
+    parse_date,
+    parse_timestamp,
+    purchase_order_from_rows,
+    quote,
+    row_fields,
+    spend_from_rows,
+    vendor_from_row,
+)
+from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
+from erp_connector_dagster.sandbox import sage_intacct as emulator
+from erp_connector_dagster.sandbox.company import SandboxCompany
+from erp_connector_dagster.sandbox.faults import FaultPlan
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "erp-samples" / "sage_intacct"
+SEED = 7373
+UTC = dt.timezone.utc
+
+
+def sample(name: str) -> ET.Element:
+    path = SAMPLES / name
+    if not path.exists():
+        pytest.skip(f"published Intacct sample not found at {path}")
+    return ET.fromstring(path.read_bytes())
+
+
+@dataclass
+class Gateway:
+    """The emulator behind a middleware that records function names and can lose a page."""
+
+    app: emulator.IntacctSandbox
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (function, authentication)
+    lose_next_read_more: bool = False
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        try:
+            request = ET.fromstring(body)
+            function = request.find("operation/content/function")
+            name = function[0].tag if function is not None and len(function) else ""
+            login = request.find("operation/authentication/login") is not None
+            self.calls.append((name, "login" if login else "session"))
+        except ET.ParseError:
+            name = ""
+        if name == "readMore" and self.lose_next_read_more:
+            # Intacct served this page but it never arrived: the result set ran ahead.
+            self.lose_next_read_more = False
+            lost = dict(environ, **{"wsgi.input": io.BytesIO(body)})
+            b"".join(self.app(lost, lambda *args, **kwargs: None))
+        environ["wsgi.input"] = io.BytesIO(body)
+        return self.app(environ, start_response)
+
+
+@dataclass
+class Sandbox:
+    company: SandboxCompany
+    faults: FaultPlan
+    gateway: Gateway
+    base_url: str
+    source: SageIntacctSource
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    company, faults = SandboxCompany(seed=SEED), FaultPlan()
+    gateway = Gateway(emulator.create_app(company, faults, dict(emulator.SANDBOX_CREDENTIALS)))
+    server = make_server("127.0.0.1", 0, gateway, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    source = SageIntacctSource(
+        connection_name="intacct-test",
+        base_url=base_url,
+        **emulator.SANDBOX_CREDENTIALS,
+        **emulator.SANDBOX_OPTIONS,
+    )
+    try:
+        yield Sandbox(company, faults, gateway, base_url, source)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def read(source: SageIntacctSource, kind: RecordKind, window: SyncWindow) -> list:
+    return [record for batch in source.fetch(kind, window) for record in batch.records]
+
+
+def comparable(record) -> dict:
+    return record.model_dump(exclude={"connection", "source_id", "updated_at"})
+
+
+def post(sandbox: Sandbox, function: str, sender_password: str | None = None) -> requests.Response:
+    credentials = emulator.SANDBOX_CREDENTIALS
+    body = (
+        "<?xml version='1.0' encoding='UTF-8'?><request><control>"
+        f"<senderid>{credentials['sender_id']}</senderid>"
+        f"<password>{sender_password or credentials['sender_password']}</password>"
+        "<controlid>t</controlid><uniqueid>false</uniqueid><dtdversion>3.0</dtdversion>"
+        "</control><operation><authentication><login>"
+        f"<userid>{credentials['user_id']}</userid><companyid>{credentials['company_id']}"
+        f"</companyid><password>{credentials['user_password']}</password></login>"
+        f"</authentication><content><function controlid='f'>{function}</function></content>"
+        "</operation></request>"
+    )
+    return requests.post(
+        f"{sandbox.base_url}{emulator.GATEWAY_PATH}",
+        data=body,
+        headers={"Content-Type": "application/xml"},
+        timeout=10,
+    )
+
+
+# Published responses
+
+
+def test_sample_read_by_query_vendor_becomes_a_vendor() -> None:
+    response = sample("readbyquery_vendor_response.xml")
+    results = {r.findtext("function"): r for r in response.findall("operation/result")}
+    data = results["readByQuery"].find("data")
+
+    (row,) = [row_fields(element) for element in data]
+    vendor = vendor_from_row(row, "intacct")
+    session = row_fields(results["test1"].find("data"))
+
+    assert data.get("listtype") == "vendor" and data.get("numremaining") == "0"
+    assert (vendor.vendor_id, vendor.name, vendor.tax_id) == ("V0004", "Vendor 4", "99-9999999")
+    assert vendor.source_id == "VENDOR:V0004" and vendor.country is None
+    assert session["API.SESSIONID"] == "fAkESesSiOnId.."
+    assert session["API.ENDPOINT"] == "https://unittest.intacct.com/ia/xml/xmlgw.phtml"
+    assert response.findtext("operation/authentication/status") == "success"
+
+
+def test_sample_paged_result_names_what_remains() -> None:
+    response = sample("readbyquery_class_paged_response.xml")
+    data = response.find("operation/result/data")
+
+    (row,) = [row_fields(element) for element in data]
+
+    assert (data.get("count"), data.get("totalcount"), data.get("numremaining")) == ("1", "2", "1")
+    assert data.get("resultId") == "myResultId"
+    assert (row["RECORDNO"], row["CLASSID"], row["NAME"]) == ("8", "C1234", "hello world")
+    assert parse_timestamp(row["WHENMODIFIED"]) == dt.datetime(2017, 7, 24, 15, 19, 46, tzinfo=UTC)
+
+
+def test_ap_adjustments_are_credits_when_negative() -> None:
+    header = {
+        "RECORDNO": "77",
+        "RECORDID": "ADJ-1",
+        "VENDORID": "V1",
+        "STATE": "Posted",
+        "WHENCREATED": "10/29/2026",
+        "CURRENCY": "USD",
+        "WHENMODIFIED": "10/30/2026 08:15:00",
+    }
+    lines = [
+        {
+            "RECORDNO": "771",
+            "RECORDKEY": "77",
+            "LINE_NO": "1",
+            "ACCOUNTNO": "1500",
+            "TRX_AMOUNT": "-250.00",
+            "ITEMID": "M1",
+            "QTY": "-5",
+            "ENTRYDESCRIPTION": "Return",
+        },
+        {
+            "RECORDNO": "772",
+            "RECORDKEY": "77",
+            "LINE_NO": "2",
+            "ACCOUNTNO": "6400",
+            "TRX_AMOUNT": "12,5",
+            "ITEMID": "",
+        },
+    ]
+    reference = IntacctReference(
+        item_units={"M1": "EA"}, account_categories={"1500": "Fixed Assets"}
+    )
+
+    (credit,), (refused,) = spend_from_rows(
+        "APADJUSTMENT", header, lines, "intacct", reference, quantity_field="qty"
+    )
+    positive = spend_from_rows(
+        "APADJUSTMENT", header, [dict(lines[0], TRX_AMOUNT="9.00")], "intacct"
+    )[0][0]
+
+    assert credit.document_type is SpendDocumentType.CREDIT_NOTE
+    assert (credit.amount, credit.quantity, credit.unit) == (Decimal("-250.00"), Decimal(-5), "EA")
+    assert credit.is_capex and credit.transaction_date == dt.date(2026, 10, 29)
+    assert "TRX_AMOUNT is not a number" in refused.reason and refused.source_id == "APADJUSTMENT:77"
+    assert positive.document_type is SpendDocumentType.INVOICE
+
+
+def test_purchase_order_states_map_to_open_received_closed() -> None:
+    header = {
+        "RECORDNO": "9",
+        "DOCNO": "PO0213",
+        "WHENCREATED": "10/01/2026",
+        "CUSTVENDID": "V1",
+        "CURRENCY": "EUR",
+        "TRX_TOTAL": "10.00",
+    }
+    line = {
+        "RECORDNO": "90",
+        "DOCHDRNO": "9",
+        "LINE_NO": "0",
+        "ITEMID": "M1",
+        "QUANTITY": "2",
+        "UNIT": "Each",
+        "TRX_PRICE": "5.00",
+        "TRX_VALUE": "10.00",
+        "NEEDBYDATE": "",
+    }
+
+    states = {
+        state: purchase_order_from_rows(dict(header, STATE=state), [line], "i")[0][0]
+        for state in ("Pending", "Partially Converted", "Converted", "Closed")
+    }
+    order_line = purchase_order_from_rows(
+        header, [line], "i", IntacctReference(item_expense_accounts={"M1": "5100"})
+    )[0][1]
+
+    assert {s: o.order_status for s, o in states.items()} == {
+        "Pending": "open",
+        "Partially Converted": "open",
+        "Converted": "received",
+        "Closed": "closed",
+    }
+    assert (order_line.purchase_order_id, order_line.line_number, order_line.unit) == (
+        "PO0213",
+        0,
+        "Each",
+    )
+    assert order_line.gl_account == "5100" and order_line.delivery_date is None
+
+
+def test_dates_time_zones_and_query_quoting() -> None:
+    eastern = ZoneInfo("America/New_York")
+
+    assert parse_date("02/18/1972") == dt.date(1972, 2, 18)
+    assert parse_timestamp("06/24/2026 14:57:37", eastern) == dt.datetime(
+        2026, 6, 24, 18, 57, 37, tzinfo=UTC
+    )
+    assert parse_timestamp("08/27/2010\n        07:28:42") == dt.datetime(
+        2010, 8, 27, 7, 28, 42, tzinfo=UTC
+    )
+    assert quote("Jane's Deli \\ Co") == "'Jane\\'s Deli \\\\ Co'"
+    tree = emulator.parse_query(
+        "NAME = " + quote("Jane's Deli") + " AND WHENCREATED < "
+        "'01/02/2027' AND (STATUS = 'active' OR STATUS IS NULL)"
+    )
+    assert emulator.evaluate(
+        tree, {"NAME": "Jane's Deli", "WHENCREATED": "12/31/2026", "STATUS": ""}
+    )
+    # Dates compare as dates, not as text: 12/31/2026 is before 01/02/2027.
+    assert not emulator.evaluate(
+        tree, {"NAME": "Jane's Deli", "WHENCREATED": "01/03/2027", "STATUS": "active"}
+    )
+
+
+# The emulated company
+
+
+def test_every_offered_kind_round_trips(sandbox: Sandbox) -> None:
+    day = sandbox.company.business_days()[-4]
+
+    for kind in SageIntacctSource.supported_kinds:
+        window = (
+            SyncWindow()
+            if kind in (RecordKind.VENDOR, RecordKind.MATERIAL)
+            else (SyncWindow.for_day(day))
+        )
+        broken = {line["document_id"] for line in sandbox.company.bad_spend_lines(day)}
+        records = [
+            r
+            for r in read(sandbox.source, kind, window)
+            if getattr(r, "document_id", None) not in broken
+        ]
+
+        assert records, kind
+        assert sorted(map(comparable, records), key=str) == sorted(
+            map(comparable, sandbox.company.records(kind, day)), key=str
+        ), kind
+
+
+def test_one_login_then_the_session_for_every_page(sandbox: Sandbox) -> None:
+    narrow = sandbox.source.model_copy(update={"page_size": 3})
+    day = sandbox.company.business_days()[-2]
+
+    orders = read(narrow, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+
+    logins = [call for call in sandbox.gateway.calls if call[1] == "login"]
+    assert logins == [("getAPISession", "login")]
+    assert sum(1 for name, _ in sandbox.gateway.calls if name == "readMore") >= 2
+    assert len(orders) == len(sandbox.company.records(RecordKind.PURCHASE_ORDER, day))
+
+
+def test_sender_and_user_are_refused_separately_without_secrets(sandbox: Sandbox) -> None:
+    bad_sender = sandbox.source.model_copy(update={"sender_password": "not-the-sender"})
+    bad_user = sandbox.source.model_copy(update={"user_password": "not-the-user"})
+    bad_sender._http = bad_user._http = None
+
+    with pytest.raises(ErpAuthError) as sender_refused:
+        read(bad_sender, RecordKind.VENDOR, SyncWindow())
+    with pytest.raises(ErpAuthError) as user_refused:
+        read(bad_user, RecordKind.VENDOR, SyncWindow())
+    raw = ET.fromstring(post(sandbox, "<getAPISession/>", sender_password="x").content)
+
+    assert "sender credentials refused (XL03000006" in str(sender_refused.value)
+    assert "login refused (XL03000006 Sign-in information is incorrect)" in str(user_refused.value)
+    assert "not-the-sender" not in str(sender_refused.value)
+    assert "not-the-user" not in str(user_refused.value)
+    assert raw.findtext("control/status") == "failure"
+
+
+def test_rate_limit_is_an_error_inside_http_200(sandbox: Sandbox) -> None:
+    sandbox.faults.throttle(retry_after=1.5, count=1)
+    throttled = post(sandbox, "<getAPISession/>")
+    day = sandbox.company.business_days()[-3]
+    read(sandbox.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+    sandbox.faults.throttle(retry_after=1.5, count=1)
+
+    started = time.monotonic()
+    orders = read(sandbox.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+
+    body = ET.fromstring(throttled.content)
+    assert throttled.status_code == 200 and throttled.headers["Retry-After"] == "1.5"
+    assert body.findtext("control/status") == "failure"
+    assert body.findtext("errormessage/error/errorno") == "GW-0010"
+    assert sandbox.source._throttle_signal(throttled) == 1.5
+    assert time.monotonic() - started >= 1.5 and orders
+
+
+def test_a_page_lost_after_intacct_served_it_is_read_again(sandbox: Sandbox, caplog) -> None:
+    narrow = sandbox.source.model_copy(update={"page_size": 2})
+    day = sandbox.company.business_days()[-6]
+    read(narrow, RecordKind.VENDOR, SyncWindow(changed_since=dt.datetime.now(UTC)))  # log in
+    sandbox.gateway.lose_next_read_more = True
+
+    with caplog.at_level("WARNING", logger="erp_connector_dagster.erp.sage_intacct"):
+        records = read(narrow, RecordKind.SPEND, SyncWindow.for_day(day))
+
+    keys = [record.natural_key for record in records]
+    broken = {line["document_id"] for line in sandbox.company.bad_spend_lines(day)}
+    truth = sandbox.company.records(RecordKind.SPEND, day)
+    assert not sandbox.gateway.lose_next_read_more  # a page really went missing
+    assert any("result set lost" in message for message in caplog.messages)
+    assert len(keys) == len(set(keys))
+    kept = {r.natural_key for r in records if r.document_id not in broken}
+    assert kept == {r.natural_key for r in truth}
+
+
+def test_expired_session_logs_in_again(sandbox: Sandbox) -> None:
+    day = sandbox.company.business_days()[-3]
+    read(sandbox.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+    sandbox.faults.expire_token(count=1)
+
+    orders = read(sandbox.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+
+    assert [c for c in sandbox.gateway.calls if c[1] == "login"] == [("getAPISession", "login")] * 2
+    assert len(orders) == len(sandbox.company.records(RecordKind.PURCHASE_ORDER, day))
+
+
+def test_audit_history_reports_a_deleted_bill_and_order(sandbox: Sandbox) -> None:
+    company = sandbox.company
+    day = next(
+        d
+        for d in reversed(company.business_days())
+        if any(
+            r.document_type is SpendDocumentType.INVOICE
+            for r in company.records(RecordKind.SPEND, d)
+        )
+    )
+    window = SyncWindow.for_day(day)
+    bill = next(
+        r
+        for r in read(sandbox.source, RecordKind.SPEND, window)
+        if r.document_type is SpendDocumentType.INVOICE
+    )
+    order = company.records(RecordKind.PURCHASE_ORDER, day)[0]
+    since = dt.datetime.now(UTC).replace(microsecond=0)
+    for line in [
+        r for r in company.records(RecordKind.SPEND, day) if r.document_id == bill.document_id
+    ]:
+        company.delete(RecordKind.SPEND, line.natural_key, day)
+    company.delete(RecordKind.PURCHASE_ORDER, order.natural_key, day)
+    changed = window.model_copy(update={"changed_since": since})
+
+    spend_deleted = [
+        k for b in sandbox.source.fetch(RecordKind.SPEND, changed) for k in b.deleted_source_ids
+    ]
+    orders_deleted = [
+        k
+        for b in sandbox.source.fetch(RecordKind.PURCHASE_ORDER, changed)
+        for k in b.deleted_source_ids
+    ]
+
+    assert spend_deleted == [bill.source_id] == [f"APBILL:{int(bill.document_id)}"]
+    assert orders_deleted == [f"PODOCUMENT:{int(order.purchase_order_id)}"]
+    assert all(
+        r.status is RecordStatus.ACTIVE for r in read(sandbox.source, RecordKind.SPEND, window)
+    )
+
+
+def test_changed_days_reads_only_dates(sandbox: Sandbox) -> None:
+    company = sandbox.company
+    day = company.business_days()[-25]
+    line = company.records(RecordKind.SPEND, day)[0]
+    since = dt.datetime.now(UTC)
+    company.amend(RecordKind.SPEND, line.natural_key, day, description="amended")
+    answer = ET.fromstring(
+        post(
+            sandbox,
+            (
+                "<readByQuery><object>APBILL</object><fields>WHENCREATED,WHENMODIFIED</fields>"
+                f"<query>WHENMODIFIED &gt;= '{since.strftime('%m/%d/%Y %H:%M:%S')}'</query>"
+                "<pagesize>100</pagesize></readByQuery>"
+            ),
+        ).content
+    )
+
+    summary = sandbox.source.changed_days(RecordKind.SPEND, since)
+
+    assert day in summary.days
+    for row in answer.find("operation/result/data"):
+        assert sorted(child.tag for child in row) == ["WHENCREATED", "WHENMODIFIED"]

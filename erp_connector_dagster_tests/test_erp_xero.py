@@ -1,0 +1,408 @@
+"""Xero: published payloads, the client-credentials and tenant handshake, 429s and deletes.
+
+Runs the real source against the Xero sandbox emulator over loopback HTTP, and parses the
+published sample payloads in ../shared/data/erp-samples/xero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+
+from erp_connector_dagster.erp import build_source
+from erp_connector_dagster.erp.base import SyncWindow
+from erp_connector_dagster.erp.http import ErpAuthError
+from erp_connector_dagster.erp.xero import (
+    XeroReference,
+    XeroSource,
+    disposition,
+    material_from_item,
+    parse_xero_date,
+    purchase_order_from_document,
+    spend_from_document,
+    vendor_from_contact,
+)
+from erp_connector_dagster.records import (
+    PurchaseOrder,
+    PurchaseOrderLine,
+    RecordKind,
+    RecordStatus,
+    SpendDocumentType,
+)
+from erp_connector_dagster.sandbox import xero as emulator
+from erp_connector_dagster.sandbox.company import SandboxCompany
+from erp_connector_dagster.sandbox.server import SandboxConnection, SandboxServer
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "erp-samples" / "xero"
+SEED = 6262
+UTC = dt.timezone.utc
+
+
+def sample(name: str) -> dict:
+    path = SAMPLES / name
+    if not path.exists():
+        pytest.skip(f"published Xero sample not found at {path}")
+    return json.loads(path.read_text(), parse_float=Decimal)
+
+
+@dataclass
+class Sandbox:
+    server: SandboxServer
+    connection: SandboxConnection
+    source: XeroSource
+
+    @property
+    def company(self) -> SandboxCompany:
+        return self.connection.company
+
+    @property
+    def root(self) -> str:
+        return self.server.base_url(self.connection.name)
+
+    def token(self) -> str:
+        answer = requests.post(
+            f"{self.root}/connect/token",
+            data={"grant_type": "client_credentials"},
+            auth=(
+                emulator.SANDBOX_CREDENTIALS["client_id"],
+                emulator.SANDBOX_CREDENTIALS["client_secret"],
+            ),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["access_token"]
+
+    def get(
+        self,
+        collection: str,
+        tenant: str | None = emulator.SANDBOX_TENANT_ID,
+        token: str | None = None,
+        **kwargs,
+    ) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token or self.token()}", **kwargs.pop("headers", {})}
+        if tenant:
+            headers["xero-tenant-id"] = tenant
+        return requests.get(
+            f"{self.root}/api.xro/2.0/{collection}", headers=headers, timeout=10, **kwargs
+        )
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    connection = SandboxConnection(
+        name="xero-test", erp_type="xero", company=SandboxCompany(seed=SEED)
+    )
+    with SandboxServer([connection]) as server:
+        source = build_source(server.connection_configs()[0])
+        yield Sandbox(server, connection, source)
+
+
+def read(source: XeroSource, kind: RecordKind, window: SyncWindow) -> list:
+    return [record for batch in source.fetch(kind, window) for record in batch.records]
+
+
+def comparable(record, kind: RecordKind) -> dict:
+    excluded = {"connection", "source_id", "updated_at", *XeroSource.unmapped_fields.get(kind, ())}
+    return record.model_dump(exclude=excluded)
+
+
+# Published payloads
+
+
+def test_sample_bill_becomes_a_net_spend_line() -> None:
+    bill = sample("invoice_accpay_single.json")["Invoices"][0]
+
+    (line,), rejected = spend_from_document("Invoices", bill, "xero")
+
+    assert rejected == []
+    assert (line.document_id, line.line_number, line.document_type) == (
+        "9871",
+        1,
+        SpendDocumentType.INVOICE,
+    )
+    assert line.transaction_date == dt.date(2017, 10, 17)
+    assert line.amount == Decimal("135.0")  # LineAmountTypes Exclusive: the tax is apart
+    assert (line.currency, line.gl_account) == ("AUD", "449")
+    assert line.description == "Company car park (month in advance)"
+    assert line.vendor_id == "d6a384fb-f46f-41a3-8ac7-b7bc9e0b5efa"  # no AccountNumber
+    assert line.quantity is None and line.material_id is None  # an account-coded line
+    assert line.status is RecordStatus.ACTIVE  # PAID is still spend
+    assert line.updated_at == dt.datetime(2008, 9, 16, 10, 28, 51, 500000, tzinfo=UTC)
+
+
+def test_sample_invoice_list_has_no_lines_without_paging() -> None:
+    listed = sample("invoices_accpay.json")["Invoices"]
+
+    parsed = [spend_from_document("Invoices", bill, "xero") for bill in listed]
+
+    assert [bill["LineItems"] for bill in listed] == [[], []]
+    assert parsed == [([], []), ([], [])]
+    assert {disposition(bill) for bill in listed} == {"live"}
+
+
+def test_credit_notes_are_negative_and_voids_are_kept() -> None:
+    reference = XeroReference(contact_codes={"c-1": "V00042"}, capex_account_codes={"1500"})
+    credit_note = {
+        "CreditNoteID": "cn-1",
+        "CreditNoteNumber": "CN-7",
+        "Type": "ACCPAYCREDIT",
+        "Contact": {"ContactID": "c-1"},
+        "Date": "/Date(1761782400000+0000)/",
+        "Status": "VOIDED",
+        "LineAmountTypes": "Inclusive",
+        "CurrencyCode": "EUR",
+        "LineItems": [
+            {
+                "ItemCode": "M1",
+                "Quantity": Decimal("2.0000"),
+                "LineAmount": Decimal("121.00"),
+                "TaxAmount": Decimal("21.00"),
+                "AccountCode": "1500",
+            }
+        ],
+    }
+
+    (line,), _ = spend_from_document("CreditNotes", credit_note, "xero", reference)
+
+    assert line.document_type is SpendDocumentType.CREDIT_NOTE
+    assert (line.amount, line.quantity) == (Decimal("-100.00"), Decimal("-2.0000"))
+    assert line.status is RecordStatus.VOIDED
+    assert (line.vendor_id, line.is_capex, line.transaction_date) == (
+        "V00042",
+        True,
+        dt.date(2025, 10, 30),
+    )
+
+
+def test_sample_purchase_orders_parse_and_are_known_deleted() -> None:
+    orders = sample("purchase_orders.json")["PurchaseOrders"]
+
+    records, rejected = purchase_order_from_document(orders[0], "xero")
+
+    assert rejected == []
+    header, line = records
+    assert isinstance(header, PurchaseOrder) and isinstance(line, PurchaseOrderLine)
+    assert (header.purchase_order_id, header.currency, header.total_amount) == (
+        "PO-0001",
+        "NZD",
+        Decimal("20.00"),
+    )
+    assert header.order_date == dt.date(2019, 3, 12)
+    assert header.vendor_id == "430fa14a-f945-44d3-9f97-5df5e28441b8"
+    assert (line.line_number, line.description, line.quantity, line.unit_price) == (
+        10,
+        "Foobar",
+        Decimal("1.0000"),
+        Decimal("20.0000"),
+    )
+    assert [disposition(order) for order in orders] == ["deleted", "deleted"]
+
+
+def test_sample_contacts_and_items_become_master_data() -> None:
+    katherine, lisa = sample("contacts.json")["Contacts"]
+    guitars, barfoo = sample("items.json")["Items"]
+
+    supplier = vendor_from_contact(katherine, "xero")
+    material = material_from_item(guitars, "xero")
+
+    assert katherine["IsSupplier"] and not lisa["IsSupplier"]
+    assert supplier.vendor_id == "5cc8cf28-567e-4d43-b287-687cfcaec47c"
+    assert (supplier.name, supplier.country) == ("Katherine Warren", "United States")
+    assert supplier.tax_id is None and supplier.status is RecordStatus.ACTIVE
+    assert (material.material_id, material.description) == ("123", "Guitars Fender Strat")
+    assert material_from_item(barfoo, "xero").material_id == "abc65591"
+
+
+def test_xero_dates_and_the_if_modified_since_header() -> None:
+    assert parse_xero_date("/Date(1508198400000+0000)/") == dt.datetime(2017, 10, 17, tzinfo=UTC)
+    assert parse_xero_date("/Date(1518298927172)/").year == 2018
+    assert parse_xero_date("2019-03-12T00:00:00") == dt.datetime(2019, 3, 12, tzinfo=UTC)
+    assert emulator.xero_date(dt.date(2017, 10, 17)) == "/Date(1508198400000+0000)/"
+
+
+# The emulated organisation
+
+
+def test_every_offered_kind_round_trips_but_what_xero_cannot_hold(sandbox: Sandbox) -> None:
+    day = sandbox.company.business_days()[-4]
+
+    for kind in XeroSource.supported_kinds:
+        window = (
+            SyncWindow()
+            if kind in (RecordKind.VENDOR, RecordKind.MATERIAL)
+            else (SyncWindow.for_day(day))
+        )
+        broken = {line["document_id"] for line in sandbox.company.bad_spend_lines(day)}
+        records = [
+            r
+            for r in read(sandbox.source, kind, window)
+            if getattr(r, "document_id", None) not in broken
+        ]
+        truth = sandbox.company.records(kind, day)
+
+        assert records, kind
+        assert sorted((comparable(r, kind) for r in records), key=str) == sorted(
+            (comparable(r, kind) for r in truth), key=str
+        ), kind
+    assert RecordKind.INVENTORY not in XeroSource.supported_kinds
+
+
+def test_client_credentials_give_thirty_minute_tokens(sandbox: Sandbox) -> None:
+    good = requests.post(
+        f"{sandbox.root}/connect/token",
+        data={"grant_type": "client_credentials"},
+        auth=(
+            emulator.SANDBOX_CREDENTIALS["client_id"],
+            emulator.SANDBOX_CREDENTIALS["client_secret"],
+        ),
+        timeout=10,
+    )
+    bad = requests.post(
+        f"{sandbox.root}/connect/token",
+        data={"grant_type": "client_credentials"},
+        auth=(emulator.SANDBOX_CREDENTIALS["client_id"], "guess"),
+        timeout=10,
+    )
+    wrong = sandbox.source.model_copy(update={"client_secret": "guess-secret"})
+    wrong._http = None
+
+    with pytest.raises(ErpAuthError) as refused:
+        read(wrong, RecordKind.VENDOR, SyncWindow())
+
+    assert good.json()["expires_in"] == 1800 and good.json()["token_type"] == "Bearer"
+    assert (bad.status_code, bad.json()) == (400, {"error": "invalid_client"})
+    assert "invalid_client" in str(refused.value) and "guess-secret" not in str(refused.value)
+
+
+def test_the_tenant_header_is_required_and_found_through_connections(sandbox: Sandbox) -> None:
+    token = sandbox.token()
+    missing = sandbox.get("Organisation", tenant=None, token=token)
+    wrong = sandbox.get("Organisation", tenant="1b0b5c6e-0000-4000-8000-000000000000", token=token)
+    expired = sandbox.get("Organisation", token="not-a-token")
+    discovering = sandbox.source.model_copy(update={"tenant_id": None})
+    discovering._http = None
+
+    health = discovering.check_health()
+
+    assert missing.status_code == 403 and missing.json()["Detail"] == "AuthenticationUnsuccessful"
+    assert wrong.status_code == 403
+    assert expired.status_code == 401 and expired.json()["Detail"].startswith("TokenExpired")
+    assert health.authenticated, health.error
+    assert discovering._tenant == emulator.SANDBOX_TENANT_ID
+
+
+def test_rate_limit_answer_names_the_wait_and_the_source_keeps_it(sandbox: Sandbox) -> None:
+    sandbox.connection.faults.throttle(retry_after=2.0, count=1)
+    throttled = sandbox.get("Contacts", token="unused")  # the fault answers before auth
+    day = sandbox.company.business_days()[-5]
+    read(sandbox.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+    sandbox.connection.faults.throttle(retry_after=2.0, count=1)
+
+    started = time.monotonic()
+    orders = read(sandbox.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
+
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "2"
+    assert throttled.headers["X-Rate-Limit-Problem"] == "minute"
+    assert time.monotonic() - started >= 2.0 and orders
+
+
+def test_a_deleted_bill_stays_listed_as_deleted(sandbox: Sandbox) -> None:
+    company = sandbox.company
+    day = next(
+        d
+        for d in reversed(company.business_days())
+        if any(
+            r.document_type is SpendDocumentType.INVOICE and not r.material_id
+            for r in company.records(RecordKind.SPEND, d)
+        )
+    )
+    window = SyncWindow.for_day(day)
+    bill = next(
+        r
+        for r in read(sandbox.source, RecordKind.SPEND, window)
+        if r.document_type is SpendDocumentType.INVOICE
+    )
+    since = dt.datetime.now(UTC)
+    for line in [
+        r for r in company.records(RecordKind.SPEND, day) if r.document_id == bill.document_id
+    ]:
+        company.delete(RecordKind.SPEND, line.natural_key, day)
+    where = f'InvoiceNumber=="{bill.document_id}" AND Date=={emulator_date(day)}'
+    listed = sandbox.get("Invoices", params={"where": where, "page": "1"}).json()["Invoices"]
+
+    batches = list(
+        sandbox.source.fetch(RecordKind.SPEND, window.model_copy(update={"changed_since": since}))
+    )
+
+    assert [invoice["Status"] for invoice in listed] == ["DELETED"]
+    assert [key for batch in batches for key in batch.deleted_source_ids] == [bill.source_id]
+    assert not any(r.document_id == bill.document_id for b in batches for r in b.records)
+
+
+def test_line_items_come_only_with_paged_reads(sandbox: Sandbox) -> None:
+    day = sandbox.company.business_days()[-3]
+    where = {"where": f'Type=="ACCPAY" AND Date=={emulator_date(day)}'}
+    token = sandbox.token()
+
+    summary = sandbox.get("Invoices", token=token, params=where).json()["Invoices"]
+    paged = sandbox.get("Invoices", token=token, params={**where, "page": "1"}).json()
+    lighter = sandbox.get(
+        "Invoices", token=token, params={**where, "page": "1", "summaryOnly": "true"}
+    ).json()
+
+    assert summary and all("LineItems" not in invoice for invoice in summary)
+    assert all(invoice["LineItems"] for invoice in paged["Invoices"])
+    assert paged["pagination"]["itemCount"] == len(summary)
+    assert all("LineItems" not in invoice for invoice in lighter["Invoices"])
+
+
+def emulator_date(day: dt.date) -> str:
+    return f"DateTime({day.year},{day.month},{day.day})"
+
+
+def test_if_modified_since_is_inclusive_to_the_second(sandbox: Sandbox) -> None:
+    company = sandbox.company
+    day = company.business_days()[-20]
+    line = company.records(RecordKind.SPEND, day)[0]
+    amended = company.amend(RecordKind.SPEND, line.natural_key, day, description="fixed")
+    boundary = amended.updated_at.replace(microsecond=0, tzinfo=None).isoformat()
+    kind = {
+        SpendDocumentType.INVOICE: "Invoices",
+        SpendDocumentType.CREDIT_NOTE: "CreditNotes",
+        SpendDocumentType.CARD_CHARGE: "BankTransactions",
+    }[line.document_type]
+
+    answer = sandbox.get(kind, headers={"If-Modified-Since": boundary}, params={"page": "1"}).json()
+    summary = sandbox.source.changed_days(RecordKind.SPEND, amended.updated_at)
+
+    numbers = {
+        d.get("InvoiceNumber") or d.get("CreditNoteNumber") or d.get("Reference")
+        for d in answer[kind]
+    }
+    assert line.document_id in numbers
+    assert day in summary.days
+
+
+def test_where_language_of_the_emulator() -> None:
+    clauses = emulator.parse_where(
+        'Type=="ACCPAY" AND Date>=DateTime(2026,10,01) && Reference=="A AND B"'
+    )
+
+    assert [(c.path, c.operator) for c in clauses] == [
+        ("Type", "=="),
+        ("Date", ">="),
+        ("Reference", "=="),
+    ]
+    assert clauses[1].value == dt.datetime(2026, 10, 1, tzinfo=UTC)
+    assert clauses[2].value == "A AND B"
+    with pytest.raises(emulator.WhereError):
+        emulator.parse_where("Type = ACCPAY")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import threading
@@ -89,6 +90,19 @@ class SandboxConnection:
             self.company = shared_company(self.seed)
 
 
+def _buffered_body(app):
+    """Read each request body before the emulator answers: an answer that breaks off (a
+    dropped-connection fault) must not leave the client still sending, waiting for a timeout."""
+
+    def middleware(environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+        return app(environ, start_response)
+
+    return middleware
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code="-", size="-") -> None:  # one line per request is noise here
         pass
@@ -122,8 +136,8 @@ class SandboxServer:
             module = emulator_module(connection.erp_type)
             credentials = dict(module.SANDBOX_CREDENTIALS)
             if hasattr(module, "create_app"):
-                mounts[f"/{connection.name}"] = module.create_app(
-                    connection.company, connection.faults, credentials
+                mounts[f"/{connection.name}"] = _buffered_body(
+                    module.create_app(connection.company, connection.faults, credentials)
                 )
             else:
                 if not self.database_url:

@@ -31,8 +31,9 @@ def build_definitions(
 ) -> Definitions:
     """Definitions for the given connections (default: the connections file)."""
     connections = load_connections() if connections is None else connections
-    erp_resources = {connection.resource_key: build_source(connection)
-                     for connection in connections}
+    erp_resources = {
+        connection.resource_key: build_source(connection) for connection in connections
+    }
     return Definitions(
         assets=build_assets(sorted(erp_resources)),
         asset_checks=build_checks(),

@@ -6,7 +6,6 @@ downstream of it. Checks look at the days of the run's partition (or partition r
 their own, they look at every stored day.
 """
 
-
 import datetime as dt
 
 from dagster import (
@@ -118,13 +117,13 @@ def _audit_check(asset_name: str) -> AssetChecksDefinition:
                 " OR (j.status IN ('succeeded', 'failed') AND NOT EXISTS ("
                 f"  SELECT 1 FROM {SCHEMA}.audit_events e WHERE e.sync_id = j.id"
                 "   AND e.event_type IN ('sync_completed', 'sync_failed'))))",
-                (context.run_id, kind.value),
+                (context.run.run_id, kind.value),
             )
             unaudited = cursor.fetchall()
             cursor.execute(
                 f"SELECT count(*) FROM {SCHEMA}.sync_jobs"
                 " WHERE dagster_run_id = %s AND %s = ANY(kinds)",
-                (context.run_id, kind.value),
+                (context.run.run_id, kind.value),
             )
             jobs = cursor.fetchone()[0]
         return AssetCheckResult(
@@ -155,7 +154,7 @@ def _reconcile_check(asset_name: str) -> AssetChecksDefinition:
                 f"SELECT connection, partition_start, (counts->>'received')::int"
                 f" FROM {SCHEMA}.sync_jobs WHERE dagster_run_id = %s AND %s = ANY(kinds)"
                 " AND status = 'succeeded' AND mode = 'full'",
-                (context.run_id, kind.value),
+                (context.run.run_id, kind.value),
             )
             jobs = cursor.fetchall()
             for connection, day, received in jobs:

@@ -54,8 +54,9 @@ class DemoSummary:
         lines += ["", f"spend in USD:              {self.spend_usd:>16,.2f}"]
         lines += [f"  of which unmapped:       {self.unmapped_spend_usd:>16,.2f}", ""]
         lines.append("kgCO2e by Scope 3 category:")
-        lines += [f"  {category:24} {kg:>16,.1f}" for category, kg in
-                  self.kgco2e_by_category.items()] or ["  (none)"]
+        lines += [
+            f"  {category:24} {kg:>16,.1f}" for category, kg in self.kgco2e_by_category.items()
+        ] or ["  (none)"]
         total = sum(self.kgco2e_by_category.values(), Decimal(0))
         lines += [f"  {'total':24} {total:>16,.1f}", "", "quarantined records:"]
         lines += [f"  {count:>5}  {reason}" for reason, count in self.quarantined.items()] or [
@@ -65,7 +66,7 @@ class DemoSummary:
 
 
 def run_demo(
-    days: int = 5, *, progress: bool = False, database_url: str | None = None
+    days: int = 10, *, progress: bool = False, database_url: str | None = None
 ) -> DemoSummary:
     """Materialize every asset for the last `days` sandbox days; return the summary."""
     url = database_url or database.database_url()
@@ -78,20 +79,36 @@ def run_demo(
         last_day = min(c.company.end for c in server.connections.values())
         day_range = [last_day - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
         instance = DagsterInstance.ephemeral()
+        # Dagster's own step-by-step log would bury the progress bar and the summary.
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
         unpartitioned = [a.key for a in assets if not a.partitions_def]
         partitioned = [a.key for a in assets if a.partitions_def]
         steps = tqdm(
             total=len(day_range) + 1, disable=not progress, desc="materializing", unit="step"
         )
-        _check(materialize(assets, selection=AssetSelection.keys(*unpartitioned),
-                           resources=resources, instance=instance))
+        _check(
+            materialize(
+                assets,
+                selection=AssetSelection.keys(*unpartitioned),
+                resources=resources,
+                instance=instance,
+                run_config=quiet,
+            )
+        )
         steps.update()
         for day in day_range:
             steps.set_postfix_str(day.isoformat())
-            _check(materialize(assets, selection=AssetSelection.keys(*partitioned),
-                               partition_key=day.isoformat(), resources=resources,
-                               instance=instance))
+            _check(
+                materialize(
+                    assets,
+                    selection=AssetSelection.keys(*partitioned),
+                    partition_key=day.isoformat(),
+                    resources=resources,
+                    instance=instance,
+                    run_config=quiet,
+                )
+            )
             steps.update()
         steps.close()
         return summarize(url, [c.name for c in connections], day_range[0], day_range[-1])
@@ -113,8 +130,8 @@ def summarize(
     with psycopg2.connect(url) as conn, conn.cursor() as cursor:
         for label, table in (("vendors", "vendors"), ("materials", "materials")):
             cursor.execute(
-                f"SELECT count(*) FROM erp_connector_service.{table}"
-                " WHERE connection = ANY(%s)", (connections,),
+                f"SELECT count(*) FROM erp_connector_service.{table} WHERE connection = ANY(%s)",
+                (connections,),
             )
             summary.master_data[label] = cursor.fetchone()[0]
         for label, (table, column) in RECORD_TABLES.items():
@@ -129,20 +146,23 @@ def summarize(
         cursor.execute(
             f"SELECT coalesce(sum(amount_usd), 0),"
             f" coalesce(sum(amount_usd) FILTER (WHERE mapping_rule = 'unmapped'), 0)"
-            f" FROM erp_connector_service.emission_lines WHERE {where}", scope,
+            f" FROM erp_connector_service.emission_lines WHERE {where}",
+            scope,
         )
         summary.spend_usd, summary.unmapped_spend_usd = cursor.fetchone()
         cursor.execute(
             f"SELECT coalesce('category ' || scope3_category::text, 'excluded'),"
             f" coalesce(sum(kgco2e), 0) FROM erp_connector_service.emission_lines"
-            f" WHERE {where} GROUP BY scope3_category ORDER BY scope3_category NULLS LAST", scope,
+            f" WHERE {where} GROUP BY scope3_category ORDER BY scope3_category NULLS LAST",
+            scope,
         )
         summary.kgco2e_by_category = dict(cursor.fetchall())
         cursor.execute(
             "SELECT kind || ' (' || stage || '): ' || reason, count(*)"
             " FROM erp_connector_service.quarantine WHERE connection = ANY(%s)"
             " AND (partition_date IS NULL OR partition_date BETWEEN %s AND %s)"
-            " GROUP BY 1 ORDER BY 2 DESC, 1", scope,
+            " GROUP BY 1 ORDER BY 2 DESC, 1",
+            scope,
         )
         summary.quarantined = dict(cursor.fetchall())
     conn.close()

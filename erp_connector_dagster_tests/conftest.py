@@ -43,3 +43,15 @@ def db_connection(database_url: str) -> Iterator[psycopg2.extensions.connection]
     finally:
         connection.rollback()
         connection.close()
+
+
+@pytest.fixture
+def fresh_database_url() -> Iterator[str]:
+    """A database of its own for one test (for tests that change shared state such as the
+    active factor version)."""
+    base = server_url()
+    name = f"erp_test_{uuid.uuid4().hex[:10]}"
+    url = create_database(base, name)
+    migrate(url)
+    yield url
+    drop_database(base, name)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -14,7 +17,14 @@ from dagster import AssetSelection, DagsterInstance, Definitions, materialize
 
 from erp_connector_dagster.cli import main
 from erp_connector_dagster.definitions import build_definitions
+from erp_connector_dagster.methodology.restatement import restate_with_provenance
+from erp_connector_dagster.provenance.verifier import verify_database
 from erp_connector_dagster.records import RecordKind
+from erp_connector_dagster.reference.factors import (
+    DEFAULT_FACTOR_FILE,
+    DEFAULT_FACTOR_SET,
+    load_factor_set,
+)
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.server import (
     DEFAULT_SANDBOX_CONNECTIONS,
@@ -22,11 +32,11 @@ from erp_connector_dagster.sandbox.server import (
     SandboxServer,
     available_erp_types,
 )
+from erp_connector_dagster.settings import SEAL_KEY_ENV
 
 SEED = 777
 PIPELINE_ERP_TYPES = [
-    erp_type for _, erp_type, _ in DEFAULT_SANDBOX_CONNECTIONS
-    if erp_type in available_erp_types()
+    erp_type for _, erp_type, _ in DEFAULT_SANDBOX_CONNECTIONS if erp_type in available_erp_types()
 ]
 pytestmark = pytest.mark.skipif(not PIPELINE_ERP_TYPES, reason="no sandbox dialect built")
 SNAPSHOT_TABLES = {
@@ -54,8 +64,11 @@ class Pipeline:
 
     def _run(self, selection, partition_key) -> None:
         result = materialize(
-            list(self.definitions.assets), selection=selection, partition_key=partition_key,
-            resources=self.definitions.resources, instance=self.instance,
+            list(self.definitions.assets),
+            selection=selection,
+            partition_key=partition_key,
+            resources=self.definitions.resources,
+            instance=self.instance,
         )
         assert result.success
 
@@ -67,12 +80,16 @@ class Pipeline:
         return rows
 
 
-@pytest.fixture(scope="module")
-def pipeline(database_url: str) -> Iterator[Pipeline]:
+SEAL_KEY = "pipeline-test-seal-key-0123456789abcdef"
+
+
+@contextmanager
+def serving_pipeline(database_url: str) -> Iterator[Pipeline]:
     company = SandboxCompany(seed=SEED)
     connections = [
-        SandboxConnection(name=f"pipe-{erp_type.replace('_', '-')}", erp_type=erp_type,
-                          company=company)
+        SandboxConnection(
+            name=f"pipe-{erp_type.replace('_', '-')}", erp_type=erp_type, company=company
+        )
         for erp_type in PIPELINE_ERP_TYPES[:1]
     ]
     with SandboxServer(connections, database_url=database_url) as server:
@@ -80,6 +97,20 @@ def pipeline(database_url: str) -> Iterator[Pipeline]:
         pipe = Pipeline(definitions, company, database_url, DagsterInstance.ephemeral())
         pipe.materialize_master()
         yield pipe
+
+
+@pytest.fixture(scope="module")
+def pipeline(database_url: str) -> Iterator[Pipeline]:
+    previous = os.environ.get(SEAL_KEY_ENV)
+    os.environ[SEAL_KEY_ENV] = SEAL_KEY
+    try:
+        with serving_pipeline(database_url) as pipe:
+            yield pipe
+    finally:
+        if previous is None:
+            os.environ.pop(SEAL_KEY_ENV, None)
+        else:
+            os.environ[SEAL_KEY_ENV] = previous
 
 
 def _snapshot(pipeline: Pipeline, day: dt.date) -> dict[str, list[tuple]]:
@@ -98,8 +129,14 @@ def test_definitions_load_with_every_asset() -> None:
     keys = {key.to_user_string() for key in definitions.resolve_asset_graph().get_all_asset_keys()}
 
     assert keys == {
-        "vendor_master", "material_master", "spend_records", "purchase_orders",
-        "purchase_order_lines", "inventory_snapshots", "vendor_mappings", "material_mappings",
+        "vendor_master",
+        "material_master",
+        "spend_records",
+        "purchase_orders",
+        "purchase_order_lines",
+        "inventory_snapshots",
+        "vendor_mappings",
+        "material_mappings",
         "scope3_emissions",
     }
 
@@ -128,8 +165,19 @@ def test_every_emission_row_equals_the_product_of_its_inputs(pipeline: Pipeline)
     )
 
     assert rows
-    for (amount, currency, rate, rate_date, ratio, factor, code, version, kgco2e,
-         spend_amount, spend_currency) in rows:
+    for (
+        amount,
+        currency,
+        rate,
+        rate_date,
+        ratio,
+        factor,
+        code,
+        version,
+        kgco2e,
+        spend_amount,
+        spend_currency,
+    ) in rows:
         assert (amount, currency) == (spend_amount, spend_currency)
         assert rate_date <= day and code and version
         expected = (amount * rate * ratio * factor).quantize(
@@ -161,7 +209,8 @@ def test_bad_records_are_quarantined_with_their_reason(pipeline: Pipeline) -> No
 
     rows = pipeline.query(
         "SELECT stage, source_id, reason FROM erp_connector_service.quarantine"
-        " WHERE partition_date = ANY(%s)", (days,),
+        " WHERE partition_date = ANY(%s)",
+        (days,),
     )
 
     assert len(latest_by_flaw) == 3 and len(rows) == 3
@@ -178,3 +227,73 @@ def test_demo_command_runs_and_prints_the_summary(database_url: str, monkeypatch
     assert result.exit_code == 0, result.output
     assert "kgCO2e by Scope 3 category" in result.output
     assert "spend in USD" in result.output
+
+
+def test_synced_and_calculated_data_verifies_sealed(pipeline: Pipeline) -> None:
+    day = pipeline.company.business_days()[-2]
+    pipeline.materialize_day(day)
+
+    with psycopg2.connect(pipeline.database_url) as conn:
+        report = verify_database(conn, SEAL_KEY.encode())
+    conn.close()
+
+    assert report.ok, report.summary()
+    assert report.status == "sealed", report.summary()
+
+
+def test_a_restatement_recalculates_and_keeps_the_old_results(
+    fresh_database_url: str, tmp_path
+) -> None:
+    with serving_pipeline(fresh_database_url) as pipe:
+        day = pipe.company.business_days()[-2]
+        pipe.materialize_day(day)
+        (code, old_factor), *_ = pipe.query(
+            "SELECT factor_code, factor_value FROM erp_connector_service.emission_lines"
+            " WHERE transaction_date = %s AND method = 'spend'"
+            " GROUP BY 1, 2 ORDER BY count(*) DESC",
+            (day,),
+        )
+        new_file = tmp_path / "factors.csv"
+        with (
+            open(DEFAULT_FACTOR_FILE, newline="", encoding="utf-8-sig") as source,
+            open(new_file, "w", newline="", encoding="utf-8") as target,
+        ):
+            reader = csv.DictReader(source)
+            writer = csv.DictWriter(target, fieldnames=reader.fieldnames)
+            writer.writeheader()
+            for row in reader:
+                if row["2017 NAICS Code"] == code:
+                    row["Supply Chain Emission Factors with Margins"] = str(old_factor * 2)
+                writer.writerow(row)
+        new_set = load_factor_set(new_file, DEFAULT_FACTOR_SET, "1.3.0-restated", 2022)
+
+        with psycopg2.connect(fresh_database_url) as conn:
+            result = restate_with_provenance(conn, new_set, "1.3.0-restated")
+            report = verify_database(conn, None)
+        conn.close()
+        current = pipe.query(
+            "SELECT factor_version, factor_value, kgco2e, amount * fx_rate * price_index_ratio"
+            " * factor_value FROM erp_connector_service.emission_lines"
+            " WHERE transaction_date = %s AND factor_code = %s",
+            (day, code),
+        )
+        old = pipe.query(
+            "SELECT count(*) FROM erp_connector_service.emission_calculations"
+            " WHERE transaction_date = %s AND factor_code = %s AND NOT is_current"
+            " AND factor_version = '1.3.0'",
+            (day, code),
+        )[0][0]
+        pipe.materialize_day(day)
+        after_rerun = pipe.query(
+            "SELECT DISTINCT factor_version FROM erp_connector_service.emission_lines"
+            " WHERE transaction_date = %s AND method = 'spend'",
+            (day,),
+        )
+
+    assert result.rows_restated >= len(current) > 0
+    assert {version for version, *_ in current} == {"1.3.0-restated"}
+    assert all(factor == old_factor * 2 for _, factor, _, _ in current)
+    assert all(abs(kg - product) <= Decimal("0.000001") for _, _, kg, product in current)
+    assert old == len(current)
+    assert report.ok, report.summary()
+    assert after_rerun == [("1.3.0-restated",)]

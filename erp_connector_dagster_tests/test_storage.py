@@ -35,8 +35,13 @@ def _rows(cursor, connection="store-test"):
 
 def _write(cursor, records, **kwargs):
     return write_records(
-        cursor, RecordKind.SPEND, "store-test", [records[:7], records[7:]],
-        sync_id=uuid.uuid4(), partition_date=DAY, **kwargs,
+        cursor,
+        RecordKind.SPEND,
+        "store-test",
+        [records[:7], records[7:]],
+        sync_id=uuid.uuid4(),
+        partition_date=DAY,
+        **kwargs,
     )
 
 
@@ -63,7 +68,8 @@ def test_a_changed_record_keeps_its_previous_version(db_connection, company) -> 
         counts = _write(cursor, [changed, *records[1:]])
         cursor.execute(
             "SELECT record->>'description' FROM erp_connector_service.record_versions"
-            " WHERE connection = 'store-test' AND record_key = %s", (changed.natural_key,),
+            " WHERE connection = 'store-test' AND record_key = %s",
+            (changed.natural_key,),
         )
         versions = [row[0] for row in cursor.fetchall()]
 
@@ -89,8 +95,12 @@ def test_duplicates_met_while_paging_are_stored_once(db_connection, company) -> 
     records = _as_connection(company.records(RecordKind.SPEND, DAY))
     with db_connection.cursor() as cursor:
         counts = write_records(
-            cursor, RecordKind.SPEND, "store-test", [records, records[:5]],
-            sync_id=uuid.uuid4(), partition_date=DAY,
+            cursor,
+            RecordKind.SPEND,
+            "store-test",
+            [records, records[:5]],
+            sync_id=uuid.uuid4(),
+            partition_date=DAY,
         )
 
     assert counts.received == len(records)

@@ -6,7 +6,6 @@ factor. Every emission row keeps the inputs it came from; lines that cannot be c
 to quarantine with the reason, and unmapped spend stays visible with no kgCO2e.
 """
 
-
 import datetime as dt
 import functools
 import uuid
@@ -27,77 +26,182 @@ from erp_connector_dagster.provenance.audit import record_audit_event
 from erp_connector_dagster.provenance.canonical import record_hashes
 from erp_connector_dagster.provenance.chain import rechain_partition
 from erp_connector_dagster.records import RecordKind, RejectedRecord
+from erp_connector_dagster.reference.factors import (
+    DEFAULT_FACTOR_SET,
+    DEFAULT_FACTOR_VERSION,
+    load_stored_factor_set,
+)
 from erp_connector_dagster.storage.database import SCHEMA
 from erp_connector_dagster.storage.readers import read_records, stored_connections
 from erp_connector_dagster.storage.writers import copy_rows, replace_quarantine
 
 METHODOLOGY_GROUP = "scope3"
 MAPPING_COLUMNS = {
-    "vendor_mappings": ("connection", "mapping_date", "vendor_id", "naics_code", "mapping_rule",
-                        "rule_detail"),
-    "material_mappings": ("connection", "mapping_date", "material_id", "material_group",
-                          "activity_factor", "factor_unit", "factor_source", "mapping_rule",
-                          "rule_detail"),
+    "vendor_mappings": (
+        "connection",
+        "mapping_date",
+        "vendor_id",
+        "naics_code",
+        "mapping_rule",
+        "rule_detail",
+    ),
+    "material_mappings": (
+        "connection",
+        "mapping_date",
+        "material_id",
+        "material_group",
+        "activity_factor",
+        "factor_unit",
+        "factor_source",
+        "mapping_rule",
+        "rule_detail",
+    ),
 }
 
 
 @functools.lru_cache(maxsize=1)
-def default_methodology() -> MethodologyContext:
-    """Factor set, price index, rules and rate provider, loaded once per process."""
+def shipped_methodology() -> MethodologyContext:
+    """Factor set, price index, rules and rate provider as shipped, loaded once per process."""
     return MethodologyContext.default()
+
+
+_restated_methodologies: dict[str, MethodologyContext] = {}
+
+
+def methodology_for(cursor) -> MethodologyContext:
+    """The shipped methodology, or the same with the latest stored (restated) factor version."""
+    version = active_factor_version(cursor)
+    if version is None:
+        return shipped_methodology()
+    if version not in _restated_methodologies:
+        factor_set = load_stored_factor_set(cursor.connection, DEFAULT_FACTOR_SET, version)
+        _restated_methodologies[version] = MethodologyContext.default(factor_set=factor_set)
+    return _restated_methodologies[version]
+
+
+def active_factor_version(cursor) -> str | None:
+    """The latest stored version of the default factor set when it is not the shipped one.
+
+    After a restatement to a new version, re-materialized partitions use that version too, so
+    a routine re-run does not quietly bring back the old factors.
+    """
+    cursor.execute(
+        f"SELECT factor_version FROM {SCHEMA}.factor_sets WHERE factor_set = %s"
+        " ORDER BY loaded_at DESC LIMIT 1",
+        (DEFAULT_FACTOR_SET,),
+    )
+    row = cursor.fetchone()
+    if row is None or row[0] == DEFAULT_FACTOR_VERSION:
+        return None
+    return row[0]
 
 
 def calculate_day(cursor, connection: str, day: dt.date) -> CalculationResult:
     """Run the methodology over one connection's stored spend lines of one day."""
     spend_records = read_records(cursor, RecordKind.SPEND, connection, day)
     vendors = {v.vendor_id: v for v in read_records(cursor, RecordKind.VENDOR, connection)}
-    materials = {
-        m.material_id: m for m in read_records(cursor, RecordKind.MATERIAL, connection)
-    }
-    return calculate_emission_lines(
-        spend_records, vendors, materials, default_methodology()
-    )
+    materials = {m.material_id: m for m in read_records(cursor, RecordKind.MATERIAL, connection)}
+    return calculate_emission_lines(spend_records, vendors, materials, methodology_for(cursor))
 
 
 def _replace_mappings(cursor, table: str, connection: str, day: dt.date, mappings) -> int:
+    """Replace a day's mappings; a change of any mapping is written to the audit trail."""
+    columns = MAPPING_COLUMNS[table]
+    target = sql.Identifier(SCHEMA, table)
+    compared = sql.SQL(", ").join(map(sql.Identifier, columns[2:]))
     cursor.execute(
-        sql.SQL("DELETE FROM {} WHERE connection = %s AND mapping_date = %s").format(
-            sql.Identifier(SCHEMA, table)
+        sql.SQL("SELECT {} FROM {} WHERE connection = %s AND mapping_date = %s").format(
+            compared, target
         ),
         (connection, day),
     )
-    columns = MAPPING_COLUMNS[table]
+    before = {tuple(row) for row in cursor.fetchall()}
     rows = []
     for mapping in mappings:
-        values = mapping.model_dump()
-        values["mapping_date"] = day
+        values = {**mapping.model_dump(), "mapping_date": day}
         rows.append({column: values.get(column) for column in columns})
-    return copy_rows(cursor, f"{SCHEMA}.{table}", columns, rows) if rows else 0
+    after = {tuple(row[column] for column in columns[2:]) for row in rows}
+    if before == after:
+        return len(rows)
+
+    cursor.execute(
+        sql.SQL("DELETE FROM {} WHERE connection = %s AND mapping_date = %s").format(target),
+        (connection, day),
+    )
+    if rows:
+        copy_rows(cursor, f"{SCHEMA}.{table}", columns, rows)
+    if before:
+        changed = sorted(str(key[0]) for key in before ^ after)
+        record_audit_event(
+            cursor,
+            "mapping_changed",
+            connection=connection,
+            kind=table,
+            partition_date=day,
+            details={"table": table, "changed": len(set(changed)), "keys": changed[:50]},
+        )
+    return len(rows)
+
+
+def _spend_hashes(cursor, connection: str, day: dt.date) -> dict[str, str]:
+    cursor.execute(
+        sql.SQL(
+            "SELECT record_key, record_hash FROM {} WHERE connection = %s AND transaction_date = %s"
+        ).format(sql.Identifier(SCHEMA, "spend_records")),
+        (connection, day),
+    )
+    return dict(cursor.fetchall())
+
+
+def _retire(cursor, connection: str, day: dt.date, keep: list[tuple[str, str]]) -> int:
+    """Mark current rows not in `keep` as no longer current, re-hashing them (the flag is
+    part of the hashed record). They stay queryable: nothing stored is lost."""
+    table = sql.Identifier(SCHEMA, "emission_calculations")
+    cursor.execute(
+        sql.SQL(
+            "SELECT * FROM {} WHERE connection = %s AND transaction_date = %s AND is_current"
+        ).format(table),
+        (connection, day),
+    )
+    names = [column.name for column in cursor.description]
+    kept = set(keep)
+    retired = [
+        {**row, "is_current": False}
+        for row in (dict(zip(names, values, strict=True)) for values in cursor.fetchall())
+        if (row["record_key"], row["factor_version"]) not in kept
+    ]
+    for row, digest in zip(retired, record_hashes(retired, "emission_calculations"), strict=True):
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {} SET is_current = false, record_hash = %s WHERE connection = %s"
+                " AND transaction_date = %s AND record_key = %s AND factor_version = %s"
+            ).format(table),
+            (digest, connection, day, row["record_key"], row["factor_version"]),
+        )
+    return len(retired)
 
 
 def _store_emission_lines(cursor, connection, day, result: CalculationResult, sync_id) -> dict:
-    rows = [line.model_dump() for line in result.lines]
-    for row, digest in zip(rows, record_hashes(rows, "emission_calculations"), strict=False):
-        row["record_hash"] = digest
-        row["sync_id"] = str(sync_id)
+    spend_hashes = _spend_hashes(cursor, connection, day)
+    rows = []
+    for line in result.lines:
+        row = line.model_dump()
         row["is_current"] = True
-    versions = sorted({row["factor_version"] for row in rows})
-    # Lines whose spend line disappeared stay, no longer current: nothing stored is lost.
-    cursor.execute(
-        sql.SQL(
-            "UPDATE {} SET is_current = false WHERE connection = %s AND transaction_date = %s"
-            " AND is_current AND NOT (record_key = ANY(%s) AND factor_version = ANY(%s))"
-        ).format(sql.Identifier(SCHEMA, "emission_calculations")),
-        (connection, day, [row["record_key"] for row in rows], versions),
+        row["spend_record_hash"] = spend_hashes.get(line.record_key)
+        row["sync_id"] = str(sync_id)
+        rows.append(row)
+    hashes = record_hashes(rows, "emission_calculations")
+    for row, digest in zip(rows, hashes, strict=True):
+        row["record_hash"] = digest
+    retired = _retire(
+        cursor, connection, day, [(row["record_key"], row["factor_version"]) for row in rows]
     )
-    retired = cursor.rowcount
     changed = 0
     if rows:
         columns = list(rows[0])
         cursor.execute(
             sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS stage_emissions"
-                " (LIKE {} INCLUDING DEFAULTS)"
+                "CREATE TEMP TABLE IF NOT EXISTS stage_emissions (LIKE {} INCLUDING DEFAULTS)"
             ).format(sql.Identifier(SCHEMA, "emission_calculations"))
         )
         cursor.execute("TRUNCATE stage_emissions")
@@ -114,16 +218,19 @@ def _store_emission_lines(cursor, connection, day, result: CalculationResult, sy
                 keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
                 assignments=sql.SQL(", ").join(
                     sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                    for c in columns if c not in keys
+                    for c in columns
+                    if c not in keys
                 ),
             )
         )
         changed = cursor.rowcount
-    head = rechain_partition(
-        cursor, "emission_calculations", connection, day, sync_id=str(sync_id)
-    )
-    return {"lines": len(rows), "written": changed, "retired": retired,
-            "chain_head": head.head_hash}
+    head = rechain_partition(cursor, "emission_calculations", connection, day, sync_id=str(sync_id))
+    return {
+        "lines": len(rows),
+        "written": changed,
+        "retired": retired,
+        "chain_head": head.head_hash,
+    }
 
 
 def _summary(result: CalculationResult) -> dict[str, object]:
@@ -141,8 +248,12 @@ def _summary(result: CalculationResult) -> dict[str, object]:
 def _rejects(result: CalculationResult, connection: str, day: dt.date) -> list[RejectedRecord]:
     return [
         RejectedRecord(
-            connection=connection, kind=RecordKind.SPEND, source_id=item.record_key,
-            reason=item.reason, payload=item.model_dump(mode="json"), partition_date=day,
+            connection=connection,
+            kind=RecordKind.SPEND,
+            source_id=item.record_key,
+            reason=item.reason,
+            payload=item.model_dump(mode="json"),
+            partition_date=day,
         )
         for item in result.quarantined
     ]
@@ -171,8 +282,11 @@ def build_emission_assets() -> list[AssetsDefinition]:
         kinds={"postgres"},
     )
 
-    @asset(deps=["spend_records", "vendor_master"], **common,
-           description="Spend category (NAICS-2017) of each vendor of the day, with its rule.")
+    @asset(
+        deps=["spend_records", "vendor_master"],
+        **common,
+        description="Spend category (NAICS-2017) of each vendor of the day, with its rule.",
+    )
     def vendor_mappings(context: AssetExecutionContext) -> MaterializeResult:
         def store(cursor, connection, day, result):
             rows = _replace_mappings(
@@ -185,8 +299,11 @@ def build_emission_assets() -> list[AssetsDefinition]:
 
         return MaterializeResult(metadata=for_each_connection(context, store))
 
-    @asset(deps=["spend_records", "purchase_order_lines", "material_master"], **common,
-           description="Material group and activity factor of each material of the day.")
+    @asset(
+        deps=["spend_records", "purchase_order_lines", "material_master"],
+        **common,
+        description="Material group and activity factor of each material of the day.",
+    )
     def material_mappings(context: AssetExecutionContext) -> MaterializeResult:
         def store(cursor, connection, day, result):
             rows = _replace_mappings(
@@ -196,20 +313,33 @@ def build_emission_assets() -> list[AssetsDefinition]:
 
         return MaterializeResult(metadata=for_each_connection(context, store))
 
-    @asset(deps=["spend_records", "vendor_mappings", "material_mappings"], **common,
-           description="kgCO2e per spend line, with the rate, index and factor it used.")
+    @asset(
+        deps=["spend_records", "vendor_mappings", "material_mappings"],
+        **common,
+        description="kgCO2e per spend line, with the rate, index and factor it used.",
+    )
     def scope3_emissions(context: AssetExecutionContext) -> MaterializeResult:
         def store(cursor, connection, day, result):
             sync_id = uuid.uuid4()
             stored = _store_emission_lines(cursor, connection, day, result, sync_id)
             quarantined = replace_quarantine(
-                cursor, connection, RecordKind.SPEND, "methodology", day,
-                _rejects(result, connection, day), sync_id,
+                cursor,
+                connection,
+                RecordKind.SPEND,
+                "methodology",
+                day,
+                _rejects(result, connection, day),
+                sync_id,
             )
             summary = {**_summary(result), **stored, "quarantined": quarantined}
             record_audit_event(
-                cursor, "emissions_calculated", connection=connection, kind="emission",
-                partition_date=day, sync_id=str(sync_id), details=summary,
+                cursor,
+                "emissions_calculated",
+                connection=connection,
+                kind="emission",
+                partition_date=day,
+                sync_id=str(sync_id),
+                details=summary,
             )
             return {"rows": stored["lines"], **summary}
 

@@ -5,11 +5,17 @@ data (vendors, materials) is not partitioned. Asset factories take the resource 
 configured connections, because connections are configuration, not code.
 """
 
-
 import datetime as dt
 from collections.abc import Sequence
 
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from erp_connector_dagster.assets.sync import SyncOutcome, selected_sources, sync_kind
 from erp_connector_dagster.partitions import backfill_policy, daily_partitions
@@ -56,10 +62,20 @@ def _day_partitioned_asset(
     )
     def _sync(context: AssetExecutionContext) -> MaterializeResult:
         sources = selected_sources(context, erp_keys)
-        outcomes = [
-            sync_kind(context, kind, sources, context.resources.database, day)
-            for day in partition_days(context)
-        ]
+        outcomes, failed_days = [], []
+        # A failed day does not stop the range: every day gets its sync job, and the
+        # materialization fails at the end naming the days that failed.
+        for day in partition_days(context):
+            try:
+                outcomes.append(sync_kind(context, kind, sources, context.resources.database, day))
+            except Failure as failure:
+                failed_days.append(day.isoformat())
+                context.log.error(f"{name} for {day} failed: {failure.description}")
+        if failed_days:
+            raise Failure(
+                description=f"{name} failed for {len(failed_days)} day(s): {failed_days[:10]}",
+                metadata={"failed_days": MetadataValue.json(failed_days)},
+            )
         return MaterializeResult(metadata=_merge(outcomes))
 
     return _sync
@@ -87,28 +103,40 @@ def build_record_assets(erp_keys: Sequence[str]) -> list[AssetsDefinition]:
     """The sync assets for the given ERP resource keys."""
     return [
         _master_data_asset(
-            "vendor_master", RecordKind.VENDOR, "Suppliers from every ERP's vendor master.",
+            "vendor_master",
+            RecordKind.VENDOR,
+            "Suppliers from every ERP's vendor master.",
             erp_keys,
         ),
         _master_data_asset(
-            "material_master", RecordKind.MATERIAL,
-            "Items and materials from every ERP's material master.", erp_keys,
+            "material_master",
+            RecordKind.MATERIAL,
+            "Items and materials from every ERP's material master.",
+            erp_keys,
         ),
         _day_partitioned_asset(
-            "spend_records", RecordKind.SPEND,
+            "spend_records",
+            RecordKind.SPEND,
             "Supplier invoice, credit note and card charge lines by transaction date.",
             erp_keys,
         ),
         _day_partitioned_asset(
-            "purchase_orders", RecordKind.PURCHASE_ORDER,
-            "Purchase order headers by order date.", erp_keys,
+            "purchase_orders",
+            RecordKind.PURCHASE_ORDER,
+            "Purchase order headers by order date.",
+            erp_keys,
         ),
         _day_partitioned_asset(
-            "purchase_order_lines", RecordKind.PURCHASE_ORDER_LINE,
-            "Purchase order lines by their order's date.", erp_keys, deps=["purchase_orders"],
+            "purchase_order_lines",
+            RecordKind.PURCHASE_ORDER_LINE,
+            "Purchase order lines by their order's date.",
+            erp_keys,
+            deps=["purchase_orders"],
         ),
         _day_partitioned_asset(
-            "inventory_snapshots", RecordKind.INVENTORY,
-            "Quantity on hand per material and location, one snapshot per day.", erp_keys,
+            "inventory_snapshots",
+            RecordKind.INVENTORY,
+            "Quantity on hand per material and location, one snapshot per day.",
+            erp_keys,
         ),
     ]

@@ -16,6 +16,7 @@ from dagster import AssetExecutionContext, Failure, MetadataValue
 
 from erp_connector_dagster.erp.base import ErpSource, SyncWindow
 from erp_connector_dagster.provenance.audit import record_audit_event
+from erp_connector_dagster.provenance.seal import seal_heads, seal_key_from_env
 from erp_connector_dagster.records import CanonicalRecord, RecordKind, RejectedRecord
 from erp_connector_dagster.resources import PostgresResource
 from erp_connector_dagster.storage.sync_jobs import SyncMode, SyncStatus, finish_job, start_job
@@ -123,8 +124,12 @@ def _sync_connection(context, kind, source, database, day, window, mode):
             cursor, source.connection_name, [kind.value], mode, *partition, context.run_id
         )
         record_audit_event(
-            cursor, "sync_started", connection=source.connection_name, kind=kind.value,
-            partition_date=day, sync_id=str(sync_id),
+            cursor,
+            "sync_started",
+            connection=source.connection_name,
+            kind=kind.value,
+            partition_date=day,
+            sync_id=str(sync_id),
             details={"mode": mode.value, "erp_type": source.erp_type, "run_id": context.run_id},
         )
     try:
@@ -132,34 +137,55 @@ def _sync_connection(context, kind, source, database, day, window, mode):
             rejected: list[RejectedRecord] = []
             deleted: list[str] = []
             counts = write_records(
-                cursor, kind, source.connection_name,
+                cursor,
+                kind,
+                source.connection_name,
                 _collect(source.fetch(kind, window), rejected, deleted),
-                sync_id=sync_id, partition_date=day,
-                full_read=mode is SyncMode.FULL, deleted_keys=deleted,
+                sync_id=sync_id,
+                partition_date=day,
+                full_read=mode is SyncMode.FULL,
+                deleted_keys=deleted,
             )
             counts.quarantined = replace_quarantine(
                 cursor, source.connection_name, kind, "sync", day, rejected, sync_id
             )
             finish_job(cursor, sync_id, SyncStatus.SUCCEEDED, counts.as_metadata())
             record_audit_event(
-                cursor, "sync_completed", connection=source.connection_name, kind=kind.value,
-                partition_date=day, sync_id=str(sync_id),
+                cursor,
+                "sync_completed",
+                connection=source.connection_name,
+                kind=kind.value,
+                partition_date=day,
+                sync_id=str(sync_id),
                 details={**counts.as_metadata(), "chain_head": counts.chain_head},
             )
             if rejected:
                 record_audit_event(
-                    cursor, "records_quarantined", connection=source.connection_name,
-                    kind=kind.value, partition_date=day, sync_id=str(sync_id),
-                    details={"count": len(rejected),
-                             "reasons": sorted({reject.reason for reject in rejected})},
+                    cursor,
+                    "records_quarantined",
+                    connection=source.connection_name,
+                    kind=kind.value,
+                    partition_date=day,
+                    sync_id=str(sync_id),
+                    details={
+                        "count": len(rejected),
+                        "reasons": sorted({reject.reason for reject in rejected}),
+                    },
                 )
+            # Seal the heads this sync moved, with a key that never enters the database.
+            seal_heads(cursor, seal_key_from_env())
         return counts, sync_id
     except Exception as error:
         with database.transaction() as conn, conn.cursor() as cursor:
             finish_job(cursor, sync_id, SyncStatus.FAILED, {}, _describe(error))
             record_audit_event(
-                cursor, "sync_failed", connection=source.connection_name, kind=kind.value,
-                partition_date=day, sync_id=str(sync_id), details={"error": _describe(error)},
+                cursor,
+                "sync_failed",
+                connection=source.connection_name,
+                kind=kind.value,
+                partition_date=day,
+                sync_id=str(sync_id),
+                details={"error": _describe(error)},
             )
         raise
 

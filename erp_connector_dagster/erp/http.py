@@ -145,7 +145,8 @@ class ErpHttpClient:
             response = self._send(method, path, **kwargs)
         if response.status_code in (401, 403):
             raise ErpAuthError(
-                self.connection, f"{method} {path} refused ({response.status_code})",
+                self.connection,
+                f"{method} {path} refused ({response.status_code})",
                 response.status_code,
             )
         wait = self._throttle_signal(response)

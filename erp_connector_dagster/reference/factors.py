@@ -417,6 +417,7 @@ def restate(
     price_index: PriceIndex | None = None,
     record_hasher: RecordHasher = calculation_hash,
     batch_size: int = 5000,
+    commit: bool = True,
 ) -> RestatementResult:
     """Recalculate current spend-based rows of one factor set with another version of it.
 
@@ -427,7 +428,8 @@ def restate(
     rate, the new factor and a price-index ratio to the new version's dollar year. A row with
     the new version is inserted and the old row gets is_current = false; nothing else is
     written. Rows whose code has no factor in the new version stay current and are counted.
-    Everything happens in one transaction, committed at the end.
+    Everything happens in one transaction, committed at the end unless `commit` is false (the
+    caller then re-chains the affected partitions in the same transaction and commits).
     """
     new_set = _new_factor_set(conn, factor_set, new_version)
     price_index = price_index or PriceIndex.default()
@@ -468,7 +470,8 @@ def restate(
                     restated.append((old_row, new_row))
                 _write_restated(conn, restated)
                 counts["restated"] += len(restated)
-        conn.commit()
+        if commit:
+            conn.commit()
     except Exception:
         conn.rollback()
         raise

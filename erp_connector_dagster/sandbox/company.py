@@ -82,19 +82,52 @@ INDUSTRIES: tuple[tuple[str, str, str, str], ...] = (
     ("522110", "Bank", "7100", "EA"),
 )
 NAME_PREFIXES = (
-    "Alpine", "Baltic", "Cobalt", "Delta", "Evergreen", "Fjord", "Granite", "Harbor", "Iris",
-    "Juniper", "Kestrel", "Lumen", "Meridian", "Northern", "Orion", "Pacific", "Quarry",
-    "Redwood", "Summit", "Tidewater", "Union", "Vantage", "Westfield", "Zenith",
+    "Alpine",
+    "Baltic",
+    "Cobalt",
+    "Delta",
+    "Evergreen",
+    "Fjord",
+    "Granite",
+    "Harbor",
+    "Iris",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Meridian",
+    "Northern",
+    "Orion",
+    "Pacific",
+    "Quarry",
+    "Redwood",
+    "Summit",
+    "Tidewater",
+    "Union",
+    "Vantage",
+    "Westfield",
+    "Zenith",
 )
 NAME_SUFFIXES = ("GmbH", "Ltd", "Inc", "AG", "SA", "KK", "Pty Ltd", "AB", "LLC")
 COUNTRY_BY_CURRENCY = {
-    "USD": "US", "EUR": "DE", "GBP": "GB", "JPY": "JP", "CAD": "CA", "CHF": "CH", "SEK": "SE",
+    "USD": "US",
+    "EUR": "DE",
+    "GBP": "GB",
+    "JPY": "JP",
+    "CAD": "CA",
+    "CHF": "CH",
+    "SEK": "SE",
     "AUD": "AU",
 }
 # Amounts in JPY are in whole yen; others in cents.
 CURRENCY_SCALE = {"JPY": Decimal("1")}
 FX_HINT = {  # rough units of currency per USD, only to keep generated amounts plausible
-    "USD": 1.0, "EUR": 0.92, "GBP": 0.79, "JPY": 150.0, "CAD": 1.36, "CHF": 0.88, "SEK": 10.5,
+    "USD": 1.0,
+    "EUR": 0.92,
+    "GBP": 0.79,
+    "JPY": 150.0,
+    "CAD": 1.36,
+    "CHF": 0.88,
+    "SEK": 10.5,
     "AUD": 1.52,
 }
 
@@ -296,9 +329,11 @@ class SandboxCompany:
         for line_number in range(1, rng.randint(1, 3) + 1):
             with_material = rng.random() < 0.6
             material = materials[rng.randrange(len(materials))] if with_material else None
-            naics = material.commodity_code if material else INDUSTRIES[
-                int(vendor.vendor_id[1:]) % len(INDUSTRIES)
-            ][0]
+            naics = (
+                material.commodity_code
+                if material
+                else INDUSTRIES[int(vendor.vendor_id[1:]) % len(INDUSTRIES)][0]
+            )
             quantity = Decimal(rng.randint(1, 250)) if material else None
             amount = _money(rng.uniform(40, 25000) * FX_HINT[currency], currency)
             lines.append(
@@ -359,9 +394,7 @@ class SandboxCompany:
         with self._lock:
             base.extend(self._added.get((kind, day), []))
         return [
-            record
-            for record in self._apply_overlay(kind, base)
-            if record.partition_date == day
+            record for record in self._apply_overlay(kind, base) if record.partition_date == day
         ] + self._moved_in(kind, day)
 
     def records_between(self, kind: RecordKind, start: dt.date, end: dt.date) -> list:
@@ -384,9 +417,12 @@ class SandboxCompany:
             candidates = self.records_between(kind, first, self.end + dt.timedelta(days=1))
             with self._lock:
                 changed = [
-                    record for record in self._changes.values()
-                    if record is not None and record.kind is kind
-                    and record.partition_date is not None and record.partition_date < first
+                    record
+                    for record in self._changes.values()
+                    if record is not None
+                    and record.kind is kind
+                    and record.partition_date is not None
+                    and record.partition_date < first
                 ]
             candidates.extend(changed)
         return sorted(
@@ -406,13 +442,13 @@ class SandboxCompany:
             )
 
     def bad_spend_lines(self, day: dt.date) -> list[dict]:
-        """Deliberately broken invoice lines: about one business day in ten has one."""
-        if not self.is_business_day(day) or (day - self.start).days % 10 != 3:
+        """Deliberately broken invoice lines: about one business day in five has one."""
+        if not self.is_business_day(day) or (day - self.start).days % 5 != 3:
             return []
         ordinal = (day - self.start).days
         rng = _rng(self.seed, "bad", day.isoformat())
         vendor = self._base_vendors[rng.randrange(self.vendor_count)]
-        flaw = ordinal // 10 % 3
+        flaw = ordinal // 5 % 3
         line = {
             "source_id": f"59{ordinal:05d}001-1",
             "document_id": f"59{ordinal:05d}001",
@@ -489,14 +525,13 @@ class SandboxCompany:
         """Amended records whose partition date was changed to `day` from another day."""
         with self._lock:
             return [
-                record for (k, key), record in self._changes.items()
-                if k is kind and record is not None and record.partition_date == day
-                and not any(
-                    base.natural_key == key for base in self._base_day(day)[kind]
-                )
-                and not any(
-                    added.natural_key == key for added in self._added.get((kind, day), [])
-                )
+                record
+                for (k, key), record in self._changes.items()
+                if k is kind
+                and record is not None
+                and record.partition_date == day
+                and not any(base.natural_key == key for base in self._base_day(day)[kind])
+                and not any(added.natural_key == key for added in self._added.get((kind, day), []))
             ]
 
 

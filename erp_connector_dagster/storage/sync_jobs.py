@@ -61,8 +61,16 @@ def start_job(
             "INSERT INTO {} (id, connection, kinds, mode, partition_start, partition_end,"
             " status, dagster_run_id, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
         ).format(sql.Identifier(SCHEMA, "sync_jobs")),
-        (str(job_id), connection, list(kinds), mode.value, partition_start, partition_end,
-         SyncStatus.RUNNING.value, dagster_run_id),
+        (
+            str(job_id),
+            connection,
+            list(kinds),
+            mode.value,
+            partition_start,
+            partition_end,
+            SyncStatus.RUNNING.value,
+            dagster_run_id,
+        ),
     )
     return job_id
 
@@ -72,8 +80,7 @@ def finish_job(
 ) -> None:
     cursor.execute(
         sql.SQL(
-            "UPDATE {} SET status = %s, counts = %s, error = %s, finished_at = now()"
-            " WHERE id = %s"
+            "UPDATE {} SET status = %s, counts = %s, error = %s, finished_at = now() WHERE id = %s"
         ).format(sql.Identifier(SCHEMA, "sync_jobs")),
         (status.value, json.dumps(counts, default=str), error, str(job_id)),
     )

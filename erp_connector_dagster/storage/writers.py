@@ -128,8 +128,9 @@ def write_records(
     spec = TABLES[kind]
     stage = sql.Identifier(f"stage_{spec.table}")
     cursor.execute(
-        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target} INCLUDING DEFAULTS)")
-        .format(stage=stage, target=sql.Identifier(SCHEMA, spec.table))
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target} INCLUDING DEFAULTS)"
+        ).format(stage=stage, target=sql.Identifier(SCHEMA, spec.table))
     )
     cursor.execute(sql.SQL("TRUNCATE {}").format(stage))
     counts = WriteCounts()
@@ -156,9 +157,16 @@ def write_records(
         deleted = set(deleted_keys)
         if full_read or deleted:
             counts.marked_deleted = _mark_missing_deleted(
-                cursor, kind, spec, connection, partition_date, sync_id,
+                cursor,
+                kind,
+                spec,
+                connection,
+                partition_date,
+                sync_id,
                 only=None if full_read else deleted,
             )
+    if spec.partition_column is None or partition_date is not None:
+        # Master data forms one chain per connection (partition date None).
         head = rechain_partition(
             cursor, spec.table, connection, partition_date, sync_id=str(sync_id)
         )
@@ -185,7 +193,8 @@ def _keep_replaced_versions(cursor, kind: RecordKind, spec: TableSpec, sync_id) 
     )
     partition = (
         sql.SQL("t.{}").format(sql.Identifier(spec.partition_column))
-        if spec.partition_column else sql.SQL("NULL::date")
+        if spec.partition_column
+        else sql.SQL("NULL::date")
     )
     cursor.execute(
         sql.SQL(
@@ -237,8 +246,9 @@ def _mark_missing_deleted(
     # Keys are compared in Python: a planner estimate of one fresh row would otherwise pick a
     # nested loop over the staging table, which is quadratic in the partition size.
     partition = sql.Identifier(spec.partition_column)
-    cursor.execute(sql.SQL("SELECT record_key FROM {}").format(
-        sql.Identifier(f"stage_{spec.table}")))
+    cursor.execute(
+        sql.SQL("SELECT record_key FROM {}").format(sql.Identifier(f"stage_{spec.table}"))
+    )
     read_keys = {row[0] for row in cursor.fetchall()}
     cursor.execute(
         sql.SQL(
@@ -248,7 +258,8 @@ def _mark_missing_deleted(
         (connection, day),
     )
     missing = [
-        key for key, source_id in cursor.fetchall()
+        key
+        for key, source_id in cursor.fetchall()
         if key not in read_keys and (only is None or key in only or source_id in only)
     ]
     if not missing:
@@ -273,8 +284,15 @@ def _mark_missing_deleted(
                 "INSERT INTO {versions} (connection, kind, partition_date, record_key,"
                 " record_hash, record, superseded_by) VALUES (%s, %s, %s, %s, %s, %s, %s)"
             ).format(versions=sql.Identifier(SCHEMA, "record_versions")),
-            (connection, kind.value, day, row["record_key"], row["record_hash"],
-             json.dumps(row, default=str), str(sync_id)),
+            (
+                connection,
+                kind.value,
+                day,
+                row["record_key"],
+                row["record_hash"],
+                json.dumps(row, default=str),
+                str(sync_id),
+            ),
         )
         cursor.execute(
             sql.SQL(

@@ -47,6 +47,7 @@ setup(
         "dev": [
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
+            "pytest-xdist>=3.5,<4",
             "ruff>=0.6",
         ],
     },

@@ -89,25 +89,38 @@ def migrate() -> None:
     default=None,
     help="Where to write the connections file (default: the configured one).",
 )
-@click.option("--all-systems", is_flag=True, help="Serve every ERP dialect, not only the defaults.")
-def sandbox(port: int, connections_file: str | None, all_systems: bool) -> None:
-    """Serve the sandbox ERP emulators on loopback and write a connections file for them."""
+@click.option(
+    "--demo-only", is_flag=True, help="Serve only the demo's connections, not every ERP dialect."
+)
+def sandbox(port: int, connections_file: str | None, demo_only: bool) -> None:
+    """Serve the sandbox ERP emulators on loopback and write a connections file for them.
+
+    The connections' secrets go to an environment file beside the connections file (mode 600),
+    to be sourced before running Dagster or `erp-connector check` against the sandbox.
+    """
     from erp_connector_dagster.sandbox.server import SandboxServer, sandbox_connections
 
     server = SandboxServer(
-        sandbox_connections(all_systems=all_systems),
+        sandbox_connections(all_systems=not demo_only),
         port=port,
-        database_url=_database_url() if all_systems else None,
+        database_url=None if demo_only else _database_url(),
     ).start()
     path = settings.write_connections(
         server.connection_configs(export_secrets=False),
         Path(connections_file) if connections_file else None,
     )
+    env_file = path.with_name(path.stem + ".env")
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    env_file.write_text(
+        "".join(
+            f"export {name}={value}\n"
+            for name, value in sorted(server.secret_environment().items())
+        )
+    )
     click.echo(f"sandbox serving {len(server.connections)} connections on 127.0.0.1:{server.port}")
     click.echo(f"connections file: {path}")
-    click.echo("export these before running Dagster against the sandbox:")
-    for name, value in sorted(server.secret_environment().items()):
-        click.echo(f"  export {name}={value}")
+    click.echo(f"secrets for them: source {env_file}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -620,6 +633,45 @@ def verify() -> None:
         report = verify_database(conn, seal_key_from_env())
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("factor_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--version", "version", required=True, help="Version name of the new factors.")
+@click.option("--factor-set", default=None, help="Factor set name (default: the shipped EPA set).")
+@click.option("--dollar-year", type=int, default=2022, show_default=True)
+@click.option("--since", callback=_parse_date, default=None, help="First transaction day.")
+@click.option("--until", callback=_parse_date, default=None, help="Day after the last one.")
+def restate(
+    factor_file: Path,
+    version: str,
+    factor_set: str | None,
+    dollar_year: int,
+    since: dt.date | None,
+    until: dt.date | None,
+) -> None:
+    """Load a new version of a factor set and recalculate stored emissions with it.
+
+    Earlier results stay queryable (is_current = false); the chains of the recalculated days
+    are rebuilt and the restatement is an audit event.
+    """
+    from erp_connector_dagster.methodology.restatement import restate_with_provenance
+    from erp_connector_dagster.reference.factors import DEFAULT_FACTOR_SET, load_factor_set
+
+    new_set = load_factor_set(factor_file, factor_set or DEFAULT_FACTOR_SET, version, dollar_year)
+    url = _database_url()
+    with database.connection(url) as conn:
+        result = restate_with_provenance(conn, new_set, version, since, until)
+    click.echo(
+        f"restated {result.rows_restated} emission lines of {result.factor_set} from "
+        f"{', '.join(result.previous_versions) or '-'} to {result.new_version}: "
+        f"{result.kgco2e_before:,.1f} -> {result.kgco2e_after:,.1f} kgCO2e"
+    )
+    if result.rows_without_factor:
+        click.echo(
+            f"{result.rows_without_factor} lines kept their factor: no factor in the new "
+            f"version for {', '.join(result.codes_without_factor[:10])}"
+        )
 
 
 @main.command("audit-export")

@@ -75,6 +75,7 @@ def run_demo(
         connections = server.connection_configs()
         definitions = build_definitions(connections, database_url=url)
         assets = list(definitions.assets or [])
+        checks = list(definitions.asset_checks or [])
         resources = definitions.resources or {}
         last_day = min(c.company.end for c in server.connections.values())
         day_range = [last_day - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
@@ -89,7 +90,7 @@ def run_demo(
         )
         _check(
             materialize(
-                assets,
+                [*assets, *checks],
                 selection=AssetSelection.keys(*unpartitioned),
                 resources=resources,
                 instance=instance,
@@ -101,8 +102,9 @@ def run_demo(
             steps.set_postfix_str(day.isoformat())
             _check(
                 materialize(
-                    assets,
-                    selection=AssetSelection.keys(*partitioned),
+                    [*assets, *checks],
+                    selection=AssetSelection.keys(*partitioned)
+                    | AssetSelection.checks_for_assets(*partitioned),
                     partition_key=day.isoformat(),
                     resources=resources,
                     instance=instance,

@@ -60,11 +60,14 @@ class Pipeline:
 
     def materialize_day(self, day: dt.date) -> None:
         partitioned = [a.key for a in self.definitions.assets if a.partitions_def]
-        self._run(AssetSelection.keys(*partitioned), day.isoformat())
+        self._run(
+            AssetSelection.keys(*partitioned) | AssetSelection.checks_for_assets(*partitioned),
+            day.isoformat(),
+        )
 
     def _run(self, selection, partition_key) -> None:
         result = materialize(
-            list(self.definitions.assets),
+            [*self.definitions.assets, *self.definitions.asset_checks],
             selection=selection,
             partition_key=partition_key,
             resources=self.definitions.resources,
@@ -297,3 +300,47 @@ def test_a_restatement_recalculates_and_keeps_the_old_results(
     assert old == len(current)
     assert report.ok, report.summary()
     assert after_rerun == [("1.3.0-restated",)]
+
+
+def test_a_tampered_record_fails_the_blocking_chain_check(fresh_database_url: str) -> None:
+    with serving_pipeline(fresh_database_url) as pipe:
+        day = pipe.company.business_days()[-6]
+        pipe.materialize_day(day)
+        (victim,) = pipe.query(
+            "SELECT record_key FROM erp_connector_service.spend_records"
+            " WHERE transaction_date = %s ORDER BY record_key LIMIT 1 OFFSET 3",
+            (day,),
+        )[0]
+        with psycopg2.connect(fresh_database_url) as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE erp_connector_service.spend_records SET amount = amount + 1"
+                " WHERE transaction_date = %s AND record_key = %s",
+                (day, victim),
+            )
+        conn.close()
+
+        partitioned = [a.key for a in pipe.definitions.assets if a.partitions_def]
+        result = materialize(
+            [*pipe.definitions.assets, *pipe.definitions.asset_checks],
+            selection=AssetSelection.keys(*partitioned)
+            | AssetSelection.checks_for_assets(*partitioned),
+            partition_key=day.isoformat(),
+            resources=pipe.definitions.resources,
+            instance=pipe.instance,
+            raise_on_error=False,
+        )
+
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): e
+        for e in result.get_asset_check_evaluations()
+    }
+    chain_check = evaluations[("spend_records", "hash_chain_verifies")]
+    assert not chain_check.passed
+    assert victim in str(chain_check.metadata["broken_records"].value)
+    assert evaluations[("purchase_orders", "hash_chain_verifies")].passed
+    # Blocking: what is downstream of the tampered partition did not run.
+    materialized = {
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    }
+    assert "scope3_emissions" not in materialized
+    assert not result.success

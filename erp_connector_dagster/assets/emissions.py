@@ -8,6 +8,7 @@ to quarantine with the reason, and unmapped spend stays visible with no kgCO2e.
 
 import datetime as dt
 import functools
+import json
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
@@ -25,6 +26,7 @@ from erp_connector_dagster.partitions import backfill_policy, daily_partitions
 from erp_connector_dagster.provenance.audit import record_audit_event
 from erp_connector_dagster.provenance.canonical import record_hashes
 from erp_connector_dagster.provenance.chain import rechain_partition
+from erp_connector_dagster.provenance.lineage import emission_lineage
 from erp_connector_dagster.records import RecordKind, RejectedRecord
 from erp_connector_dagster.reference.factors import (
     DEFAULT_FACTOR_SET,
@@ -234,13 +236,27 @@ def _store_emission_lines(cursor, connection, day, result: CalculationResult, sy
 
 
 def _summary(result: CalculationResult) -> dict[str, object]:
-    kg_by_category: dict[str, Decimal] = {}
-    for line in result.lines:
-        label = f"category_{line.scope3_category}" if line.scope3_category else "excluded"
-        kg_by_category[label] = kg_by_category.get(label, Decimal(0)) + (line.kgco2e or 0)
+    """kgCO2e of a day by category, method, data quality and vendor, for asset metadata."""
+
+    def total_by(label_of) -> dict[str, float]:
+        totals: dict[str, Decimal] = {}
+        for line in result.lines:
+            label = label_of(line)
+            totals[label] = totals.get(label, Decimal(0)) + (line.kgco2e or Decimal(0))
+        return {label: float(kg) for label, kg in sorted(totals.items())}
+
+    by_vendor = total_by(lambda line: line.vendor_id or "none")
+    top_vendors = dict(sorted(by_vendor.items(), key=lambda item: -abs(item[1]))[:10])
     return {
-        "kgco2e_by_category": {k: float(v) for k, v in sorted(kg_by_category.items())},
-        "unmapped_lines": sum(1 for line in result.lines if line.mapping_rule == "unmapped"),
+        "kgco2e": float(result.total_kgco2e),
+        "kgco2e_by_category": total_by(
+            lambda line: f"category_{line.scope3_category}" if line.scope3_category else "excluded"
+        ),
+        "kgco2e_by_method": total_by(lambda line: line.method),
+        "kgco2e_by_data_quality": total_by(lambda line: f"dq_{line.data_quality_score or 'na'}"),
+        "kgco2e_top_vendors": top_vendors,
+        "unmapped_lines": len(result.unmapped_lines),
+        "unmapped_amount_usd": float(result.unmapped_amount_usd),
         "quarantined": len(result.quarantined),
     }
 
@@ -341,6 +357,11 @@ def build_emission_assets() -> list[AssetsDefinition]:
                 sync_id=str(sync_id),
                 details=summary,
             )
+            if result.lines:
+                # One worked example per partition for auditors: the path from an emission row
+                # back to its ERP document, rate, factor and sync (view emission_lineage).
+                lineage = emission_lineage(cursor, connection, day, result.lines[0].record_key)
+                summary["lineage_example"] = json.loads(json.dumps(lineage, default=str))
             return {"rows": stored["lines"], **summary}
 
         return MaterializeResult(metadata=for_each_connection(context, store))

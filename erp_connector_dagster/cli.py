@@ -141,14 +141,29 @@ def check() -> None:
         click.echo(f"no connections configured in {settings.connections_file_path()}")
         sys.exit(1)
     down = 0
+    healths = []
     for connection in connections:
         health = build_source(connection).check_health()
+        healths.append((health, connection.base_url))
         state = "ok" if health.healthy else "DOWN"
         latency = f"{health.latency_ms:.0f} ms" if health.latency_ms is not None else "-"
         detail = f"  {health.error}" if health.error else ""
         click.echo(f"{state:4}  {connection.name:24} {connection.erp_type:16} {latency}{detail}")
         down += 0 if health.healthy else 1
+    _record_healths(healths)
     sys.exit(1 if down else 0)
+
+
+def _record_healths(healths) -> None:
+    """Keep the outcome for the exporter; a database that is down does not hide the report."""
+    from erp_connector_dagster.storage.connections import record_health
+
+    try:
+        with database.connection(_database_url()) as conn, conn.cursor() as cursor:
+            for health, base_url in healths:
+                record_health(cursor, health, base_url)
+    except Exception as error:  # noqa: BLE001 - the health report above is what matters
+        click.echo(f"could not record the results in the database: {type(error).__name__}")
 
 
 @main.command()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -152,6 +155,8 @@ def test_one_partition_materializes_end_to_end(pipeline: Pipeline) -> None:
     truth = len(pipeline.company.records(RecordKind.SPEND, day))
     assert counts["spend_records"] == truth
     assert all(counts.values()), counts
+    health = pipeline.query("SELECT name, healthy FROM erp_connector_service.connections")
+    assert health and all(healthy for _, healthy in health)
 
 
 def test_every_emission_row_equals_the_product_of_its_inputs(pipeline: Pipeline) -> None:
@@ -344,3 +349,32 @@ def test_a_tampered_record_fails_the_blocking_chain_check(fresh_database_url: st
     }
     assert "scope3_emissions" not in materialized
     assert not result.success
+
+
+def test_dagster_loads_the_code_location_with_every_dialect(database_url: str, tmp_path) -> None:
+    from erp_connector_dagster.sandbox.server import sandbox_connections
+    from erp_connector_dagster.settings import write_connections
+
+    with SandboxServer(sandbox_connections(all_systems=True), database_url=database_url) as server:
+        connections_file = write_connections(
+            server.connection_configs(export_secrets=False), tmp_path / "connections.yaml"
+        )
+    repository_root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "ERP_CONNECTOR_DATABASE_URL": database_url,
+        "ERP_CONNECTOR_CONNECTIONS_FILE": str(connections_file),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+
+    validated = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=repository_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "All code locations passed validation" in validated.stdout + validated.stderr

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg2
 import yaml
 
 from erp_connector_dagster.sandbox.server import available_erp_types
@@ -67,6 +68,14 @@ def test_sandbox_serves_every_dialect_and_check_reports_each(
         assert len(available_erp_types()) == 11
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert healthy.stdout.count("ok ") == len(configured)
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM erp_connector_service.connections"
+                " WHERE healthy AND name = ANY(%s)",
+                ([c["name"] for c in configured],),
+            )
+            assert cursor.fetchone()[0] == len(configured)
+        conn.close()
 
         configured[0]["base_url"] = "http://127.0.0.1:9/closed"
         connections_file.write_text(yaml.safe_dump({"connections": configured}))

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 from dagster import AssetExecutionContext, Failure, MetadataValue
 
-from erp_connector_dagster.erp.base import ErpSource, SyncWindow
+from erp_connector_dagster.erp.base import ConnectionHealth, ErpSource, SyncWindow
+from erp_connector_dagster.erp.http import ErpAuthError, RetryableError
 from erp_connector_dagster.provenance.audit import record_audit_event
 from erp_connector_dagster.provenance.seal import seal_heads, seal_key_from_env
 from erp_connector_dagster.records import CanonicalRecord, RecordKind, RejectedRecord
 from erp_connector_dagster.resources import PostgresResource
+from erp_connector_dagster.storage.connections import record_health
 from erp_connector_dagster.storage.sync_jobs import SyncMode, SyncStatus, finish_job, start_job
 from erp_connector_dagster.storage.writers import WriteCounts, replace_quarantine, write_records
 
@@ -101,7 +103,9 @@ def sync_kind(
         except Exception as error:  # noqa: BLE001 - recorded per connection, raised below
             outcome.failures[name] = _describe(error)
             context.log.error(f"sync of {kind.value} from {name} failed: {_describe(error)}")
+            _record_sync_health(database, source, error)
             continue
+        _record_sync_health(database, source, None)
         outcome.counts[name] = counts
         outcome.sync_ids[name] = str(sync_id)
         context.log.info(
@@ -188,6 +192,27 @@ def _sync_connection(context, kind, source, database, day, window, mode):
                 details={"error": _describe(error)},
             )
         raise
+
+
+def _record_sync_health(
+    database: PostgresResource, source: ErpSource, error: BaseException | None
+) -> None:
+    """A sync is a health check too: the exporter's connection gauges follow real traffic.
+
+    Only failures of the connection itself (unreachable after retries, credentials refused)
+    make it unhealthy; a sync that failed for another reason keeps it healthy, with the error.
+    """
+    unreachable = isinstance(error, RetryableError)
+    refused = isinstance(error, ErpAuthError)
+    health = ConnectionHealth(
+        connection=source.connection_name,
+        erp_type=source.erp_type,
+        reachable=not unreachable,
+        authenticated=not (unreachable or refused),
+        error=_describe(error) if error is not None else None,
+    )
+    with database.transaction() as conn, conn.cursor() as cursor:
+        record_health(cursor, health, source.base_url)
 
 
 def _collect(batches, rejected: list, deleted: list) -> Iterator[Sequence[CanonicalRecord]]:

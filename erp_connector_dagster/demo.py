@@ -8,6 +8,8 @@ days through Dagster, and summarises what was stored.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -16,7 +18,10 @@ from dagster import AssetSelection, DagsterInstance, materialize
 from tqdm import tqdm
 
 from erp_connector_dagster.definitions import build_definitions
+from erp_connector_dagster.provenance.seal import seal_key_from_env
+from erp_connector_dagster.provenance.verifier import verify_database
 from erp_connector_dagster.sandbox.server import SandboxServer, sandbox_connections
+from erp_connector_dagster.settings import SEAL_KEY_ENV, data_dir
 from erp_connector_dagster.storage import database
 from erp_connector_dagster.storage.schema import migrate
 
@@ -41,6 +46,8 @@ class DemoSummary:
     unmapped_spend_usd: Decimal = Decimal(0)
     kgco2e_by_category: dict[str, Decimal] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
+    verification: str = ""
+    seal_key_source: str = ""
 
     def render(self) -> str:
         lines = [
@@ -62,6 +69,11 @@ class DemoSummary:
         lines += [f"  {count:>5}  {reason}" for reason, count in self.quarantined.items()] or [
             "  (none)"
         ]
+        lines += [
+            "",
+            f"provenance: erp-connector verify -> {self.verification}"
+            f" (seal key from {self.seal_key_source})",
+        ]
         return "\n".join(lines)
 
 
@@ -71,6 +83,17 @@ def run_demo(
     """Materialize every asset for the last `days` sandbox days; return the summary."""
     url = database_url or database.database_url()
     migrate(url)
+    configured_key = os.environ.get(SEAL_KEY_ENV)
+    seal_key_source = ensure_demo_seal_key()
+    try:
+        return _run(url, days, progress, seal_key_source)
+    finally:
+        if configured_key is None:
+            os.environ.pop(SEAL_KEY_ENV, None)
+
+
+def _run(url: str, days: int, progress: bool, seal_key_source: str) -> DemoSummary:
+    """Serve the sandbox, materialize master data then each day, summarize and verify."""
     with SandboxServer(sandbox_connections(), database_url=url) as server:
         connections = server.connection_configs()
         definitions = build_definitions(connections, database_url=url)
@@ -113,7 +136,30 @@ def run_demo(
             )
             steps.update()
         steps.close()
-        return summarize(url, [c.name for c in connections], day_range[0], day_range[-1])
+        summary = summarize(url, [c.name for c in connections], day_range[0], day_range[-1])
+    with psycopg2.connect(url) as conn:
+        report = verify_database(conn, seal_key_from_env())
+    conn.close()
+    summary.verification = f"{report.status}, {len(report.problems)} problem(s)"
+    summary.seal_key_source = seal_key_source
+    return summary
+
+
+def ensure_demo_seal_key() -> str:
+    """Where the seal key comes from; the demo makes a local one when none is configured.
+
+    The key lives in a mode-600 file in the data folder, never in the database, so the demo's
+    chains are sealed the way production's are.
+    """
+    if os.environ.get(SEAL_KEY_ENV):
+        return f"${SEAL_KEY_ENV}"
+    key_file = data_dir() / "demo-seal.key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_hex(32))
+    os.environ[SEAL_KEY_ENV] = key_file.read_text().strip()
+    return str(key_file)
 
 
 def _check(result) -> None:

@@ -227,14 +227,20 @@ def test_bad_records_are_quarantined_with_their_reason(pipeline: Pipeline) -> No
     assert any("ZZZ" in reason for stage, _, reason in rows if stage == "methodology")
 
 
-def test_demo_command_runs_and_prints_the_summary(database_url: str, monkeypatch) -> None:
-    monkeypatch.setenv("ERP_CONNECTOR_DATABASE_URL", database_url)
+def test_demo_command_runs_and_prints_the_summary(
+    fresh_database_url: str, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("ERP_CONNECTOR_DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("ERP_CONNECTOR_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv(SEAL_KEY_ENV, raising=False)
 
     result = CliRunner().invoke(main, ["demo", "--days", "2"])
 
     assert result.exit_code == 0, result.output
     assert "kgCO2e by Scope 3 category" in result.output
     assert "spend in USD" in result.output
+    assert "verify -> sealed, 0 problem(s)" in result.output
+    assert SEAL_KEY_ENV not in os.environ
 
 
 def test_synced_and_calculated_data_verifies_sealed(pipeline: Pipeline) -> None:

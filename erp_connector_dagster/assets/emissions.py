@@ -27,6 +27,7 @@ from erp_connector_dagster.provenance.audit import record_audit_event
 from erp_connector_dagster.provenance.canonical import record_hashes
 from erp_connector_dagster.provenance.chain import rechain_partition
 from erp_connector_dagster.provenance.lineage import emission_lineage
+from erp_connector_dagster.provenance.seal import seal_heads, seal_key_from_env
 from erp_connector_dagster.records import RecordKind, RejectedRecord
 from erp_connector_dagster.reference.factors import (
     DEFAULT_FACTOR_SET,
@@ -357,6 +358,7 @@ def build_emission_assets() -> list[AssetsDefinition]:
                 sync_id=str(sync_id),
                 details=summary,
             )
+            seal_heads(cursor, seal_key_from_env())
             if result.lines:
                 # One worked example per partition for auditors: the path from an emission row
                 # back to its ERP document, rate, factor and sync (view emission_lineage).

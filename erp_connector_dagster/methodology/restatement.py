@@ -15,6 +15,7 @@ from typing import Any
 from erp_connector_dagster.provenance.audit import record_audit_event
 from erp_connector_dagster.provenance.canonical import record_hash, record_hashes
 from erp_connector_dagster.provenance.chain import rechain_partition
+from erp_connector_dagster.provenance.seal import seal_heads, seal_key_from_env
 from erp_connector_dagster.reference.factors import FactorSet, RestatementResult, restate
 from erp_connector_dagster.storage.database import SCHEMA
 
@@ -65,6 +66,7 @@ def restate_with_provenance(
                     "partitions": len(partitions),
                 },
             )
+            seal_heads(cursor, seal_key_from_env())
         conn.commit()
     except Exception:
         conn.rollback()

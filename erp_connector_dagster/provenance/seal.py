@@ -108,8 +108,14 @@ def seal_hmac(key: bytes, seal: Mapping[str, Any]) -> str:
     return hmac.new(key, seal_message(seal), hashlib.sha256).hexdigest()
 
 
+_warned_reasons: set[str] = set()
+
+
 def _skip(cursor, reason: str) -> Seal:
-    logger.warning("chain heads not sealed: %s", reason)
+    # Every skip is an audit event; the log says it once per process, not once per sync.
+    if reason not in _warned_reasons:
+        _warned_reasons.add(reason)
+        logger.warning("chain heads not sealed: %s", reason)
     append_audit_event(cursor, "seal_skipped", details={"reason": reason})
     return Seal(sealed=False, reason=reason)
 

@@ -29,18 +29,24 @@ def synthetic_lines(rows: int) -> list:
     lines = []
     for copy in range(rows // len(base) + 1):
         for record in base:
-            lines.append(record.model_copy(update={
-                "connection": "bench", "document_id": f"{record.document_id}-{copy}",
-            }))
+            lines.append(
+                record.model_copy(
+                    update={
+                        "connection": "bench",
+                        "document_id": f"{record.document_id}-{copy}",
+                    }
+                )
+            )
     return lines[:rows], day
 
 
 def time_writer(url: str, lines, day) -> float:
     with psycopg2.connect(url) as conn, conn.cursor() as cursor:
         started = time.perf_counter()
-        batches = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
-        write_records(cursor, RecordKind.SPEND, "bench", batches, sync_id=uuid.uuid4(),
-                      partition_date=day)
+        batches = [lines[i : i + 1000] for i in range(0, len(lines), 1000)]
+        write_records(
+            cursor, RecordKind.SPEND, "bench", batches, sync_id=uuid.uuid4(), partition_date=day
+        )
         conn.commit()
         return time.perf_counter() - started
 
@@ -78,8 +84,9 @@ def main() -> None:
         writer = time_writer(url, lines, day)
         print(f"rows: {len(lines)}  day: {day}")
         print(f"execute_values baseline: {baseline:.2f} s ({len(lines) / baseline:,.0f} rows/s)")
-        print(f"writer (COPY, merge, hash, chain): {writer:.2f} s "
-              f"({len(lines) / writer:,.0f} rows/s)")
+        print(
+            f"writer (COPY, merge, hash, chain): {writer:.2f} s ({len(lines) / writer:,.0f} rows/s)"
+        )
         print(f"ratio writer/baseline: {writer / baseline:.2f}")
     finally:
         drop_database(server, name)

@@ -358,6 +358,20 @@ def build_emission_assets() -> list[AssetsDefinition]:
                 sync_id=str(sync_id),
                 details=summary,
             )
+            if result.quarantined:
+                record_audit_event(
+                    cursor,
+                    "records_quarantined",
+                    connection=connection,
+                    kind="spend",
+                    partition_date=day,
+                    sync_id=str(sync_id),
+                    details={
+                        "stage": "methodology",
+                        "count": len(result.quarantined),
+                        "reasons": sorted({item.reason for item in result.quarantined}),
+                    },
+                )
             seal_heads(cursor, seal_key_from_env())
             if result.lines:
                 # One worked example per partition for auditors: the path from an emission row

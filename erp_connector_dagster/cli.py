@@ -405,8 +405,8 @@ def reprocess(status: str, since: dt.date, connection: str | None, progress: boo
 
 def _hint_missing_neighbours(url: str, connections, plans) -> None:
     """Name days near the repaired ones that no job ever covered."""
-    # Limitation: a run stops at its first failed day, so the rest of its range has no sync job
-    # to reprocess; those days are named here for a backfill rather than re-run.
+    # Days near a failed job that never got a sync job of their own (say, the process died
+    # before reaching them) are named here for a backfill rather than re-run.
     _, last_partition = _partition_bounds()
     by_name = {connection.name: connection for connection in connections}
     for plan in plans:

@@ -8,9 +8,8 @@ inside the 31-day batch the backfill policy allows, and sync_jobs still records 
 connection and day, so on-call sees which day failed. The mapping refresh does the same for
 mappings and emissions, after reconciliation has finished.
 
-Limitation: the sync assets stop a range at its first failed day, so one bad day leaves the
-later days of the window unread until the next night (or `erp-connector backfill
---only-pending`); one run per day would isolate failures at seven times the run count.
+The sync assets go on past a failed day and fail the run at the end naming it, so one bad day
+does not leave the rest of the window unread; `sync_jobs` shows which day failed.
 """
 
 from __future__ import annotations

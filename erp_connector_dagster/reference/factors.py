@@ -544,8 +544,8 @@ def _restated_row(
     return new_row
 
 
-# Limitation: restated rows are written with chain_position and chain_hash NULL; the
-# provenance chain of an affected partition has to be rebuilt after a restatement.
+# Rows are written with chain_position and chain_hash NULL: the caller re-chains the affected
+# partitions (methodology.restatement.restate_with_provenance does, in the same transaction).
 def _write_restated(conn: Any, restated: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     if not restated:
         return

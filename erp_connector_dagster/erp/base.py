@@ -9,13 +9,22 @@ records of `erp_connector_dagster.records`; anything it cannot turn into one bec
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
+import requests
 from dagster import ConfigurableResource, EnvVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from erp_connector_dagster.erp.http import (
+    ErpAuthError,
+    ErpHttpClient,
+    ErpRequestError,
+    RetryableError,
+    standard_throttle_signal,
+)
 from erp_connector_dagster.records import CanonicalRecord, RecordKind, RejectedRecord
 
 
@@ -53,6 +62,21 @@ def decimal_field(item: dict, field: str, *, required: bool = True) -> Decimal |
         raise ValueError(f"{field} {value!r} is not a number") from None
 
 
+def utc_timestamp(text: str) -> dt.datetime:
+    """An ISO 8601 date-time (`Z` or an offset) as UTC; one without an offset is UTC already."""
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
+
+
+def later_stamp(current: dt.datetime | None, candidate: dt.datetime | None) -> dt.datetime | None:
+    """The later of two change stamps, either of which may be unknown."""
+    if candidate is None:
+        return current
+    return candidate if current is None or candidate > current else current
+
+
 def rejection_reason(error: Exception) -> str:
     """A short reason for a RejectedRecord from a parsing or validation error."""
     if isinstance(error, ValidationError):
@@ -82,6 +106,30 @@ class SyncWindow(BaseModel):
         if self.start is not None and day < self.start:
             return False
         return not (self.end is not None and day >= self.end)
+
+    def snapshot_days(self, lookback_days: int) -> list[dt.date]:
+        """The stock snapshot days this window asks for, never after today.
+
+        Stock has no change stamp, so a cursor means every day from `lookback_days` before it
+        up to today; without dates or a cursor, today alone.
+        """
+        today = dt.datetime.now(dt.timezone.utc).date()
+        tomorrow = today + dt.timedelta(days=1)
+        if self.changed_since is not None:
+            if self.changed_since > dt.datetime.now(dt.timezone.utc):
+                return []
+            first = self.changed_since.astimezone(dt.timezone.utc).date() - dt.timedelta(
+                days=lookback_days
+            )
+            first = max(first, self.start) if self.start else first
+            after = min(self.end, tomorrow) if self.end else tomorrow
+        elif self.start is not None:
+            first = self.start
+            # Stock of a day still to come does not exist yet.
+            after = min(self.end or self.start + dt.timedelta(days=1), tomorrow)
+        else:
+            first, after = today, tomorrow
+        return [first + dt.timedelta(days=offset) for offset in range((after - first).days)]
 
 
 class RecordBatch(BaseModel):
@@ -119,6 +167,49 @@ class ChangeSummary(BaseModel):
     high_watermark: dt.datetime | None = None
 
 
+class LatestVersions:
+    """Paging over changing data can serve a record twice: pass each version of it once.
+
+    A record met again passes only when its `updated_at` is later than the version already
+    passed (a re-read page, a restarted query, a row that moved between offset pages).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dt.datetime | None] = {}
+
+    def keep(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
+        kept = []
+        for record in records:
+            key = record.natural_key
+            if key in self._seen:
+                previous = self._seen[key]
+                newer = record.updated_at and (previous is None or record.updated_at > previous)
+                if not newer:
+                    continue
+            self._seen[key] = record.updated_at
+            kept.append(record)
+        return kept
+
+
+class FirstSightings:
+    """A record met again while paging (a retried or shifted page) passes only the first time.
+
+    The partition day is part of the key: stock snapshots repeat their key from day to day.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple] = set()
+
+    def keep(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
+        kept = []
+        for record in records:
+            key = (record.partition_date, record.natural_key)
+            if key not in self._seen:
+                self._seen.add(key)
+                kept.append(record)
+        return kept
+
+
 class ErpSource(ConfigurableResource):
     """A connection to one ERP tenant; subclasses implement one ERP system's protocol."""
 
@@ -137,10 +228,61 @@ class ErpSource(ConfigurableResource):
     # Canonical fields this ERP has nowhere to keep (they come back empty or defaulted); the
     # cross-dialect comparisons leave them out.
     unmapped_fields: ClassVar[dict[RecordKind, frozenset[str]]] = {}
+    # Whether an ERP that refuses the health probe (not for credentials) still counts as
+    # reachable: an SAP gateway that answers at all is up, whatever it says.
+    refused_probe_is_reachable: ClassVar[bool] = False
 
     def check_health(self) -> ConnectionHealth:
-        """Reach the ERP, authenticate, and report the round-trip latency."""
+        """Reach the ERP, authenticate, and report the round-trip latency of the probe."""
+        started = time.monotonic()
+        try:
+            self._probe()
+        except ErpAuthError as error:
+            return self._health(started, reachable=True, authenticated=False, error=error)
+        except RetryableError as error:
+            return self._health(started, reachable=False, authenticated=False, error=error)
+        except ErpRequestError as error:
+            reachable = self.refused_probe_is_reachable
+            return self._health(started, reachable=reachable, authenticated=False, error=error)
+        return self._health(started, reachable=True, authenticated=True)
+
+    def build_http_client(
+        self,
+        authenticate: Callable[[requests.Session], None] | None,
+        throttle_signal: Callable[[requests.Response], float | None] = standard_throttle_signal,
+        *,
+        max_retries: int | None = None,
+    ) -> ErpHttpClient:
+        """An HTTP client for this connection, with its base URL, timeout and retries."""
+        return ErpHttpClient(
+            self.connection_name,
+            self.base_url,
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            authenticate=authenticate,
+            throttle_signal=throttle_signal,
+        )
+
+    def _probe(self) -> None:
+        """The cheapest authenticated request this ERP offers; raises what the client raises."""
         raise NotImplementedError
+
+    def _health(
+        self,
+        started: float,
+        *,
+        reachable: bool,
+        authenticated: bool,
+        error: Exception | None = None,
+    ) -> ConnectionHealth:
+        return ConnectionHealth(
+            connection=self.connection_name,
+            erp_type=self.erp_type,
+            reachable=reachable,
+            authenticated=authenticated,
+            latency_ms=(time.monotonic() - started) * 1000,
+            error=str(error) if error is not None else None,
+        )
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Yield batches of canonical records of `kind` inside `window`."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
@@ -38,19 +37,20 @@ from typing import ClassVar
 import requests
 from pydantic import Field, PrivateAttr
 
+from erp_connector_dagster.erp.auth import request_token, token_expires_at, token_running_out
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
+    FirstSightings,
     RecordBatch,
     SyncWindow,
     resolve_secret,
+    utc_timestamp,
 )
 from erp_connector_dagster.erp.http import (
     ErpAuthError,
     ErpHttpClient,
     ErpRequestError,
-    RetryableError,
     retry_after_seconds,
 )
 from erp_connector_dagster.records import (
@@ -71,8 +71,6 @@ logger = logging.getLogger("erp_connector_dagster.erp.dynamics365")
 UTC = dt.timezone.utc
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
 BUSINESS_CENTRAL_SCOPE = "https://api.businesscentral.dynamics.com/.default"
-# Renew the bearer token this long before Entra ID says it expires.
-TOKEN_RENEWAL_MARGIN_SECONDS = 60.0
 # Documents named in one `$filter` of a line query; keeps request URLs short.
 KEYS_PER_FILTER = 25
 BLANK_DATES = ("0001-01-01", "1900-01-01")
@@ -122,10 +120,7 @@ def parse_date(value: object) -> dt.date | None:
 def parse_datetime(value: object) -> dt.datetime | None:
     if not value or str(value)[:10] in BLANK_DATES:
         return None
-    moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return utc_timestamp(str(value))
 
 
 def blank_to_none(value: object) -> str | None:
@@ -178,9 +173,7 @@ class _EntraSession:
         self.token_expires_at = 0.0
 
     def renew_if_expiring(self) -> None:
-        if self.token_expires_at and (
-            self.token_expires_at - time.monotonic() < TOKEN_RENEWAL_MARGIN_SECONDS
-        ):
+        if token_running_out(self.token_expires_at):
             self.client.reauthenticate()
 
 
@@ -218,38 +211,25 @@ class _Dynamics365Source(ErpSource):
 
     def _http(self) -> _EntraSession:
         if self._session is None:
-            client = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._sign_in,
-                throttle_signal=odata_throttle_signal,
-            )
+            client = self.build_http_client(self._sign_in, odata_throttle_signal)
             self._session = _EntraSession(client)
         return self._session
 
     def _sign_in(self, session: requests.Session) -> None:
         """Client-credentials grant; puts the bearer token on the session."""
         session.headers.pop("Authorization", None)
-        try:
-            response = session.post(
-                self._token_url(),
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": resolve_secret(self.client_id),
-                    "client_secret": resolve_secret(self.client_secret),
-                    "scope": self._scope(),
-                },
-                timeout=self.timeout_seconds,
-            )
-        except (requests.ConnectionError, requests.Timeout) as error:
-            raise RetryableError(f"token request failed: {type(error).__name__}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(
-                f"token endpoint answered {response.status_code}",
-                wait_seconds=retry_after_seconds(response),
-            )
+        response = request_token(
+            session,
+            self._token_url(),
+            data={
+                "grant_type": "client_credentials",
+                "client_id": resolve_secret(self.client_id),
+                "client_secret": resolve_secret(self.client_secret),
+                "scope": self._scope(),
+            },
+            auth=None,
+            timeout=self.timeout_seconds,
+        )
         if response.status_code != 200:
             raise ErpAuthError(
                 self.connection_name,
@@ -258,7 +238,7 @@ class _Dynamics365Source(ErpSource):
             )
         grant = response.json()
         session.headers["Authorization"] = f"Bearer {grant['access_token']}"
-        self._http().token_expires_at = time.monotonic() + float(grant.get("expires_in", 3599))
+        self._http().token_expires_at = token_expires_at(grant, 3599)
         logger.info("signed in to Entra ID", extra={"connection": self.connection_name})
 
     def _get(self, url: str, params: dict[str, str] | None = None) -> dict:
@@ -292,42 +272,17 @@ class _Dynamics365Source(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.perf_counter()
+    def _probe(self) -> None:
         path, params = self._health_path()
-        try:
-            self._get(path, params)
-        except ErpAuthError as error:
-            return self._health(True, False, started, str(error))
-        except (ErpRequestError, RetryableError) as error:
-            return self._health(False, False, started, str(error))
-        return self._health(True, True, started, None)
-
-    def _health(
-        self, reachable: bool, authenticated: bool, started: float, error: str | None
-    ) -> ConnectionHealth:
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=reachable,
-            authenticated=authenticated,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            error=error,
-        )
+        self._get(path, params)
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         if kind not in self.supported_kinds:
             raise ValueError(f"{self.erp_type} does not offer {kind.value} records")
-        seen: set[tuple] = set()
+        first = FirstSightings()
         for batch in self._fetch(kind, window):
             # Key-set paging should never repeat a record; a retried page must not either.
-            unique = []
-            for record in batch.records:
-                key = (record.partition_date, record.natural_key)
-                if key not in seen:
-                    seen.add(key)
-                    unique.append(record)
-            batch.records = unique
+            batch.records = first.keep(batch.records)
             yield batch
 
     def _reject(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from decimal import InvalidOperation
@@ -34,7 +33,6 @@ from requests_oauthlib import OAuth1
 
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
     RecordBatch,
     SyncWindow,
@@ -44,10 +42,8 @@ from erp_connector_dagster.erp.base import (
     resolve_secret,
 )
 from erp_connector_dagster.erp.http import (
-    ErpAuthError,
     ErpHttpClient,
     ErpRequestError,
-    RetryableError,
     retry_after_seconds,
 )
 from erp_connector_dagster.records import (
@@ -239,14 +235,7 @@ class NetSuiteSource(ErpSource):
     def http(self) -> ErpHttpClient:
         if self._http is None or self._owner != id(self):
             self._owner = id(self)
-            self._http = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._sign_requests,
-                throttle_signal=netsuite_throttle_signal,
-            )
+            self._http = self.build_http_client(self._sign_requests, netsuite_throttle_signal)
         return self._http
 
     def _sign_requests(self, session: requests.Session) -> None:
@@ -260,27 +249,8 @@ class NetSuiteSource(ErpSource):
             signature_method=SIGNATURE_HMAC_SHA256,
         )
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.monotonic()
-        try:
-            next(self._pages("SELECT c.id FROM currency c ORDER BY c.id", page_size=1), None)
-        except ErpAuthError as error:
-            return self._health(started, reachable=True, authenticated=False, error=str(error))
-        except (ErpRequestError, RetryableError) as error:
-            return self._health(started, reachable=False, authenticated=False, error=str(error))
-        return self._health(started, reachable=True, authenticated=True)
-
-    def _health(
-        self, started: float, *, reachable: bool, authenticated: bool, error: str | None = None
-    ) -> ConnectionHealth:
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=reachable,
-            authenticated=authenticated,
-            latency_ms=(time.monotonic() - started) * 1000,
-            error=error,
-        )
+    def _probe(self) -> None:
+        next(self._pages("SELECT c.id FROM currency c ORDER BY c.id", page_size=1), None)
 
     # Reading
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from decimal import InvalidOperation
@@ -46,7 +45,6 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
     RecordBatch,
     SyncWindow,
@@ -269,28 +267,10 @@ class OracleEbsSource(ErpSource):
                 pass
         self._connection = None
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.monotonic()
-        try:
-            self._close()
-            self._query("SELECT dummy FROM dual", {})
-        except ErpAuthError as error:
-            return self._health(started, reachable=True, authenticated=False, error=str(error))
-        except ErpRequestError as error:
-            return self._health(started, reachable=False, authenticated=False, error=str(error))
-        return self._health(started, reachable=True, authenticated=True)
-
-    def _health(
-        self, started: float, *, reachable: bool, authenticated: bool, error: str | None = None
-    ) -> ConnectionHealth:
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=reachable,
-            authenticated=authenticated,
-            latency_ms=(time.monotonic() - started) * 1000,
-            error=error,
-        )
+    def _probe(self) -> None:
+        # A fresh session, so the probe proves the login and not an old connection.
+        self._close()
+        self._query("SELECT dummy FROM dual", {})
 
     # Reading
 

@@ -34,19 +34,20 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
 import requests
-from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from pydantic import Field, PrivateAttr, ValidationError
-from requests.auth import HTTPBasicAuth
 
+from erp_connector_dagster.erp.auth import (
+    client_credentials_token,
+    token_expires_at,
+    token_running_out,
+)
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
     RecordBatch,
     SyncWindow,
@@ -56,11 +57,7 @@ from erp_connector_dagster.erp.base import (
     resolve_secret,
 )
 from erp_connector_dagster.erp.http import (
-    ErpAuthError,
     ErpHttpClient,
-    ErpRequestError,
-    RetryableError,
-    retry_after_seconds,
 )
 from erp_connector_dagster.records import (
     CanonicalRecord,
@@ -80,8 +77,6 @@ logger = logging.getLogger(__name__)
 
 API_ROOT = "fscmRestApi/resources/11.13.18.05"
 MAX_PAGE_SIZE = 500
-# Renew the bearer token this long before it expires rather than wait for a 401.
-TOKEN_RENEWAL_MARGIN_SECONDS = 60
 INVOICE_TYPES = {
     "Standard": SpendDocumentType.INVOICE,
     "Debit memo": SpendDocumentType.INVOICE,
@@ -152,79 +147,31 @@ class OracleFusionSource(ErpSource):
         if self._http is None or self._owner != id(self):
             self._owner = id(self)
             self._token_expires_at = 0.0
-            self._http = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._fetch_token,
-            )
+            self._http = self.build_http_client(self._fetch_token)
         return self._http
 
     def _fetch_token(self, session: requests.Session) -> None:
         token_url = self.token_url or f"{self.base_url.rstrip('/')}/oauth2/v1/token"
-        # oauthlib shapes the grant and reads the answer; requests carries it, so a loopback
-        # identity domain (the sandbox) needs no insecure-transport switch.
-        client = BackendApplicationClient(client_id=self.client_id)
-        try:
-            response = requests.post(
-                token_url,
-                data=client.prepare_request_body(scope=[self.scope]),
-                headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "Accept": "application/json",
-                },
-                auth=HTTPBasicAuth(self.client_id, resolve_secret(self.client_secret)),
-                timeout=self.timeout_seconds,
-            )
-        except (requests.ConnectionError, requests.Timeout) as error:
-            raise RetryableError(f"token request failed: {type(error).__name__}") from None
-        if response.status_code == 429:
-            raise RetryableError("token request throttled", retry_after_seconds(response))
-        if response.status_code >= 500:
-            raise RetryableError(f"token endpoint error {response.status_code}")
-        try:
-            token = client.parse_request_body_response(response.text, scope=[self.scope])
-        except (OAuth2Error, ValueError) as error:
-            code = getattr(error, "error", None) or "unreadable answer"
-            raise ErpAuthError(
-                self.connection_name,
-                f"token request refused ({response.status_code}): {code}",
-                response.status_code,
-            ) from None
-        self._token_expires_at = time.time() + float(token.get("expires_in", 3600))
+        # The grant goes out on its own: the identity domain needs none of the session's headers.
+        token = client_credentials_token(
+            None,
+            self.connection_name,
+            token_url,
+            client_id=self.client_id,
+            client_secret=resolve_secret(self.client_secret),
+            scope=[self.scope],
+            timeout=self.timeout_seconds,
+        )
+        self._token_expires_at = token_expires_at(token, 3600)
         session.headers["Authorization"] = f"Bearer {token['access_token']}"
 
     def _get(self, path: str, params: dict[str, str | int]) -> dict:
-        if self._token_expires_at and time.time() > (
-            self._token_expires_at - TOKEN_RENEWAL_MARGIN_SECONDS
-        ):
+        if token_running_out(self._token_expires_at):
             self.http.reauthenticate()
         return _json(self.http.get(path, params=params))
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.monotonic()
-        try:
-            self._get(
-                f"{API_ROOT}/suppliers", {"limit": 1, "onlyData": "true", "fields": "SupplierId"}
-            )
-        except ErpAuthError as error:
-            return self._health(started, reachable=True, authenticated=False, error=str(error))
-        except (ErpRequestError, RetryableError) as error:
-            return self._health(started, reachable=False, authenticated=False, error=str(error))
-        return self._health(started, reachable=True, authenticated=True)
-
-    def _health(
-        self, started: float, *, reachable: bool, authenticated: bool, error: str | None = None
-    ) -> ConnectionHealth:
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=reachable,
-            authenticated=authenticated,
-            latency_ms=(time.monotonic() - started) * 1000,
-            error=error,
-        )
+    def _probe(self) -> None:
+        self._get(f"{API_ROOT}/suppliers", {"limit": 1, "onlyData": "true", "fields": "SupplierId"})
 
     # Reading
 

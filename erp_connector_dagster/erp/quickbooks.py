@@ -29,29 +29,33 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
 import requests
-from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
+from oauthlib.oauth2 import WebApplicationClient
 from pydantic import Field, PrivateAttr, ValidationError
 
+from erp_connector_dagster.erp.auth import (
+    parse_token,
+    request_token,
+    token_expires_at,
+    token_running_out,
+)
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
+    LatestVersions,
     RecordBatch,
     SyncWindow,
     resolve_secret,
+    utc_timestamp,
 )
 from erp_connector_dagster.erp.http import (
-    ErpAuthError,
     ErpHttpClient,
     ErpRequestError,
-    RetryableError,
     retry_after_seconds,
 )
 from erp_connector_dagster.records import (
@@ -73,8 +77,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 MAX_RESULTS = 1000
 CDC_MAX_DAYS = 30
-# Renew a little before the hour is up rather than spend a request on a certain 401.
-TOKEN_RENEWAL_MARGIN_SECONDS = 60
 SPEND_ENTITIES = ("Bill", "VendorCredit", "Purchase")
 EXPENSE_DETAILS = ("ItemBasedExpenseLineDetail", "AccountBasedExpenseLineDetail")
 FIXED_ASSET_ACCOUNT_TYPE = "Fixed Asset"
@@ -109,12 +111,7 @@ def _date(value: object, name: str) -> dt.date:
 
 def parse_timestamp(value: str | None) -> dt.datetime | None:
     """A QuickBooks timestamp (local time with its UTC offset) as UTC."""
-    if not value:
-        return None
-    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc)
+    return utc_timestamp(value) if value else None
 
 
 def _query_time(moment: dt.datetime) -> str:
@@ -436,26 +433,6 @@ def inventory_from_report(
     return snapshots, rejected
 
 
-class _LatestVersions:
-    """Offset paging over changing data can serve a record twice: pass each version once."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, dt.datetime | None] = {}
-
-    def keep(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
-        kept = []
-        for record in records:
-            key = record.natural_key
-            if key in self._seen:
-                previous = self._seen[key]
-                newer = record.updated_at and (previous is None or record.updated_at > previous)
-                if not newer:
-                    continue
-            self._seen[key] = record.updated_at
-            kept.append(record)
-        return kept
-
-
 class QuickBooksSource(ErpSource):
     """A QuickBooks Online company (realm) read through the Accounting API v3."""
 
@@ -498,14 +475,7 @@ class QuickBooksSource(ErpSource):
 
     def _client(self) -> ErpHttpClient:
         if self._http is None:
-            self._http = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._authenticate,
-                throttle_signal=self._throttle_signal,
-            )
+            self._http = self.build_http_client(self._authenticate, self._throttle_signal)
         return self._http
 
     def _throttle_signal(self, response: requests.Response) -> float | None:
@@ -524,51 +494,24 @@ class QuickBooksSource(ErpSource):
         body = oauth.prepare_refresh_body(
             refresh_token=self._current_refresh_token or resolve_secret(self.refresh_token)
         )
-        try:
-            response = session.post(
-                self._token_endpoint(),
-                data=body,
-                auth=(self.client_id, resolve_secret(self.client_secret)),
-                headers={
-                    "Accept": "application/json",
-                    "Content-Type": "application/x-www-form-urlencoded",
-                },
-                timeout=self.timeout_seconds,
-            )
-            _ = response.content
-        except (requests.ConnectionError, requests.Timeout):
-            raise RetryableError("token endpoint unreachable") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(
-                f"token endpoint answered {response.status_code}",
-                wait_seconds=retry_after_seconds(response),
-            )
-        try:
-            token = oauth.parse_request_body_response(response.text)
-        except OAuth2Error as error:
-            raise ErpAuthError(
-                self.connection_name,
-                f"token request refused ({error.error})",
-                response.status_code,
-            ) from None
-        except ValueError:
-            raise ErpAuthError(
-                self.connection_name,
-                f"token endpoint answered {response.status_code}",
-                response.status_code,
-            ) from None
+        response = request_token(
+            session,
+            self._token_endpoint(),
+            data=body,
+            auth=(self.client_id, resolve_secret(self.client_secret)),
+            timeout=self.timeout_seconds,
+        )
+        token = parse_token(oauth, response, self.connection_name)
         session.headers["Authorization"] = f"Bearer {token['access_token']}"
         session.headers["Accept"] = "application/json"
-        self._token_expires_at = float(token.get("expires_at") or time.time() + 3600)
+        self._token_expires_at = token_expires_at(token, 3600)
         if token.get("refresh_token"):
             self._current_refresh_token = token["refresh_token"]
         logger.info("QuickBooks access token renewed", extra={"connection": self.connection_name})
 
     def _get(self, path: str, params: dict[str, str]) -> dict:
         client = self._client()
-        if self._token_expires_at and (
-            self._token_expires_at - time.time() < TOKEN_RENEWAL_MARGIN_SECONDS
-        ):
+        if token_running_out(self._token_expires_at):
             client.reauthenticate()
         response = client.get(
             f"v3/company/{self.realm_id}/{path}",
@@ -633,23 +576,12 @@ class QuickBooksSource(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.monotonic()
-        health = {"connection": self.connection_name, "erp_type": self.erp_type}
-        try:
-            self._get(f"companyinfo/{self.realm_id}", {})
-        except ErpAuthError as error:
-            return ConnectionHealth(**health, reachable=True, authenticated=False, error=str(error))
-        except (RetryableError, ErpRequestError) as error:
-            return ConnectionHealth(
-                **health, reachable=False, authenticated=False, error=str(error)
-            )
-        latency = (time.monotonic() - started) * 1000
-        return ConnectionHealth(**health, reachable=True, authenticated=True, latency_ms=latency)
+    def _probe(self) -> None:
+        self._get(f"companyinfo/{self.realm_id}", {})
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Yield batches of canonical records of `kind` inside `window`, a page at a time."""
-        latest = _LatestVersions()
+        latest = LatestVersions()
         for records, rejected, watermark in self._pages(kind, window):
             yield RecordBatch(
                 records=latest.keep(records), rejected=rejected, high_watermark=watermark

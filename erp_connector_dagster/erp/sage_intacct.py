@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -48,8 +47,8 @@ from pydantic import Field, PrivateAttr, ValidationError
 
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
+    LatestVersions,
     RecordBatch,
     SyncWindow,
     resolve_secret,
@@ -428,26 +427,6 @@ def purchase_order_from_rows(
     return records, []
 
 
-class _LatestVersions:
-    """A record met twice while paging (a re-read page, a restarted query) passes once."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, dt.datetime | None] = {}
-
-    def keep(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
-        kept = []
-        for record in records:
-            key = record.natural_key
-            if key in self._seen:
-                previous = self._seen[key]
-                newer = record.updated_at and (previous is None or record.updated_at > previous)
-                if not newer:
-                    continue
-            self._seen[key] = record.updated_at
-            kept.append(record)
-        return kept
-
-
 class SageIntacctSource(ErpSource):
     """A Sage Intacct company read through the XML Web Services gateway (DTD 3.0)."""
 
@@ -499,14 +478,7 @@ class SageIntacctSource(ErpSource):
 
     def _client(self) -> ErpHttpClient:
         if self._http is None:
-            self._http = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._authenticate,
-                throttle_signal=self._throttle_signal,
-            )
+            self._http = self.build_http_client(self._authenticate, self._throttle_signal)
         return self._http
 
     @property
@@ -769,25 +741,14 @@ class SageIntacctSource(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.monotonic()
-        health = {"connection": self.connection_name, "erp_type": self.erp_type}
-        try:
-            self._call(ET.Element("getAPISession"))
-        except ErpAuthError as error:
-            return ConnectionHealth(**health, reachable=True, authenticated=False, error=str(error))
-        except (RetryableError, ErpRequestError) as error:
-            return ConnectionHealth(
-                **health, reachable=False, authenticated=False, error=str(error)
-            )
-        latency = (time.monotonic() - started) * 1000
-        return ConnectionHealth(**health, reachable=True, authenticated=True, latency_ms=latency)
+    def _probe(self) -> None:
+        self._call(ET.Element("getAPISession"))
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Yield batches of canonical records of `kind` inside `window`, a page at a time."""
         if kind not in self.supported_kinds:
             raise ErpRequestError(self.connection_name, f"Intacct does not offer {kind.value}")
-        latest = _LatestVersions()
+        latest = LatestVersions()
         for records, rejected, watermark in self._pages(kind, window):
             yield RecordBatch(
                 records=latest.keep(records), rejected=rejected, high_watermark=watermark

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from xml.etree import ElementTree
@@ -40,20 +39,23 @@ from pydantic import Field, PrivateAttr, ValidationError
 
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
     RecordBatch,
     SyncWindow,
+    later_stamp,
     rejection_reason,
     resolve_secret,
 )
 from erp_connector_dagster.erp.http import (
-    ErpAuthError,
     ErpHttpClient,
     ErpRequestError,
-    RetryableError,
 )
-from erp_connector_dagster.erp.sap_s4hana import MappingRules, plain, sap_throttle_signal
+from erp_connector_dagster.erp.sap_s4hana import (
+    MappingRules,
+    master_data_batch,
+    plain,
+    sap_throttle_signal,
+)
 from erp_connector_dagster.records import (
     CanonicalRecord,
     InventorySnapshot,
@@ -207,12 +209,6 @@ def _stamp(day: dt.date | None, moment: dt.time | None = None) -> dt.datetime | 
     if day is None:
         return None
     return dt.datetime.combine(day, moment or dt.time(), tzinfo=UTC)
-
-
-def _later(current: dt.datetime | None, candidate: dt.datetime | None) -> dt.datetime | None:
-    if candidate is None:
-        return current
-    return candidate if current is None or candidate > current else current
 
 
 # Native -> canonical
@@ -583,6 +579,8 @@ class SapEccSource(ErpSource):
 
     erp_type = "sap_ecc"
     api_version = "RFC_READ_TABLE over /sap/bc/soap/rfc (SAP ERP 6.0 EhP4+)"
+    # The gateway answered, so the system is up even when it refuses the probe.
+    refused_probe_is_reachable = True
 
     username: str = Field(description="SAP user with S_TABU_DIS for the tables read.")
     password: str = Field(description="Its password.")
@@ -623,13 +621,8 @@ class SapEccSource(ErpSource):
         return self._client
 
     def _new_client(self, max_retries: int) -> ErpHttpClient:
-        return ErpHttpClient(
-            self.connection_name,
-            self.base_url,
-            timeout_seconds=self.timeout_seconds,
-            max_retries=max_retries,
-            authenticate=self._authenticate,
-            throttle_signal=self._answer_signal,
+        return self.build_http_client(
+            self._authenticate, self._answer_signal, max_retries=max_retries
         )
 
     def _authenticate(self, session: requests.Session) -> None:
@@ -772,43 +765,10 @@ class SapEccSource(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        """Read one row of T001; report latency and whether the logon was accepted."""
+    def _probe(self) -> None:
+        """Read one row of T001, retrying at most once: a health check must answer quickly."""
         client = self._new_client(max_retries=min(1, self.max_retries))
-        started = time.monotonic()
-        try:
-            self.read_table("T001", ("BUKRS",), count=1, client=client)
-        except ErpAuthError as error:
-            return ConnectionHealth(
-                connection=self.connection_name,
-                erp_type=self.erp_type,
-                reachable=True,
-                authenticated=False,
-                error=str(error),
-            )
-        except RetryableError as error:
-            return ConnectionHealth(
-                connection=self.connection_name,
-                erp_type=self.erp_type,
-                reachable=False,
-                authenticated=False,
-                error=str(error),
-            )
-        except ErpRequestError as error:
-            return ConnectionHealth(
-                connection=self.connection_name,
-                erp_type=self.erp_type,
-                reachable=True,
-                authenticated=False,
-                error=str(error),
-            )
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=True,
-            authenticated=True,
-            latency_ms=(time.monotonic() - started) * 1000,
-        )
+        self.read_table("T001", ("BUKRS",), count=1, client=client)
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Batches of `kind` in `window`, table by table."""
@@ -845,9 +805,9 @@ class SapEccSource(ErpSource):
             for headers, changes in self._changed_headers("spend", window, fields):
                 for header in headers:
                     summary.days.add(sap_date(header["BUDAT"]))
-                    summary.high_watermark = _later(
+                    summary.high_watermark = later_stamp(
                         summary.high_watermark,
-                        _later(
+                        later_stamp(
                             _stamp(sap_date(header.get("CPUDT")), sap_time(header.get("CPUTM"))),
                             changes.get(_invoice_object(header)),
                         ),
@@ -858,16 +818,18 @@ class SapEccSource(ErpSource):
             ):
                 for header in headers:
                     summary.days.add(sap_date(header["BEDAT"]))
-                    summary.high_watermark = _later(
+                    summary.high_watermark = later_stamp(
                         summary.high_watermark,
-                        _later(_stamp(sap_date(header.get("AEDAT"))), changes.get(header["EBELN"])),
+                        later_stamp(
+                            _stamp(sap_date(header.get("AEDAT"))), changes.get(header["EBELN"])
+                        ),
                     )
         elif kind is RecordKind.INVENTORY:
-            summary.days.update(self._inventory_days(window))
+            summary.days.update(window.snapshot_days(self.lookback_days))
         else:
             for batch in self.fetch(kind, window):
                 for record in batch.records:
-                    summary.high_watermark = _later(summary.high_watermark, record.updated_at)
+                    summary.high_watermark = later_stamp(summary.high_watermark, record.updated_at)
         summary.days.discard(None)
         return summary
 
@@ -957,7 +919,9 @@ class SapEccSource(ErpSource):
             for header in headers:
                 entered = _stamp(sap_date(header.get("CPUDT")), sap_time(header.get("CPUTM")))
                 object_id = _invoice_object(header)
-                updated_at = _later(entered, _later(stamps.get(object_id), changes.get(object_id)))
+                updated_at = later_stamp(
+                    entered, later_stamp(stamps.get(object_id), changes.get(object_id))
+                )
                 records, rejected = spend_records(
                     header,
                     by_document.get((header["BELNR"], header["GJAHR"]), []),
@@ -971,7 +935,7 @@ class SapEccSource(ErpSource):
                     if record.natural_key not in seen:
                         seen.add(record.natural_key)
                         batch.records.append(record)
-                        batch.high_watermark = _later(batch.high_watermark, record.updated_at)
+                        batch.high_watermark = later_stamp(batch.high_watermark, record.updated_at)
             yield batch
 
     def _invoice_items(self, headers: list[dict]) -> list[tuple[str, dict]]:
@@ -1028,9 +992,9 @@ class SapEccSource(ErpSource):
             batch = RecordBatch()
             for header in headers:
                 po_id = header["EBELN"]
-                updated_at = _later(
+                updated_at = later_stamp(
                     _stamp(sap_date(header.get("AEDAT"))),
-                    _later(stamps.get(po_id), changes.get(po_id)),
+                    later_stamp(stamps.get(po_id), changes.get(po_id)),
                 )
                 parts = order_records(
                     header,
@@ -1052,7 +1016,7 @@ class SapEccSource(ErpSource):
                     if record.natural_key not in seen:
                         seen.add(record.natural_key)
                         batch.records.append(record)
-                        batch.high_watermark = _later(batch.high_watermark, record.updated_at)
+                        batch.high_watermark = later_stamp(batch.high_watermark, record.updated_at)
             yield batch
 
     def _fetch_vendors(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
@@ -1079,37 +1043,27 @@ class SapEccSource(ErpSource):
         seen: set[str] = set()
         for page in self._rows("LFA1", fields, where):
             stamps = self._object_stamps("vendor", [row["LIFNR"] for row in page])
-            batch = RecordBatch()
-            for row in page:
-                updated_at = _later(
+            updated = {
+                row.get("LIFNR", ""): later_stamp(
                     _stamp(sap_date(row.get("ERDAT"))), stamps.get(row.get("LIFNR", ""))
                 )
-                try:
-                    vendor = vendor_record(
-                        row,
-                        currencies.get(row.get("LIFNR", "")),
-                        rules,
-                        self.industry_key_codes,
-                        updated_at,
-                    )
-                except (ValueError, ValidationError) as error:
-                    batch.rejected.append(
-                        RejectedRecord(
-                            connection=self.connection_name,
-                            kind=RecordKind.VENDOR,
-                            source_id=row.get("LIFNR") or None,
-                            reason=rejection_reason(error),
-                            payload={"LFA1": row},
-                        )
-                    )
-                    continue
-                if vendor is None:
-                    batch.deleted_source_ids.append(row["LIFNR"])
-                elif vendor.natural_key not in seen:
-                    seen.add(vendor.natural_key)
-                    batch.records.append(vendor)
-                    batch.high_watermark = _later(batch.high_watermark, vendor.updated_at)
-            yield batch
+                for row in page
+            }
+            yield master_data_batch(
+                self.connection_name,
+                RecordKind.VENDOR,
+                page,
+                lambda row: vendor_record(
+                    row,
+                    currencies.get(row.get("LIFNR", "")),
+                    rules,
+                    self.industry_key_codes,
+                    updated[row.get("LIFNR", "")],  # noqa: B023 - used before the page moves on
+                ),
+                "LIFNR",
+                lambda row: {"LFA1": row},
+                seen,
+            )
 
     def _fetch_materials(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         rules = self.rules
@@ -1130,55 +1084,22 @@ class SapEccSource(ErpSource):
                     f"SPRAS EQ {sql_literal(self.language_key)}",
                 )
             }
-            batch = RecordBatch()
-            for row in page:
-                try:
-                    material = material_record(row, texts.get(row.get("MATNR", "")), rules)
-                except (ValueError, ValidationError) as error:
-                    batch.rejected.append(
-                        RejectedRecord(
-                            connection=self.connection_name,
-                            kind=RecordKind.MATERIAL,
-                            source_id=row.get("MATNR") or None,
-                            reason=rejection_reason(error),
-                            payload={"MARA": row},
-                        )
-                    )
-                    continue
-                if material is None:
-                    batch.deleted_source_ids.append(row["MATNR"])
-                elif material.natural_key not in seen:
-                    seen.add(material.natural_key)
-                    batch.records.append(material)
-                    batch.high_watermark = _later(batch.high_watermark, material.updated_at)
-            yield batch
-
-    def _inventory_days(self, window: SyncWindow) -> list[dt.date]:
-        """Snapshot days a window asks for; a cursor means the lookback days up to today."""
-        today = dt.datetime.now(UTC).date()
-        if window.changed_since is not None:
-            if window.changed_since > dt.datetime.now(UTC):
-                return []
-            first = window.changed_since.astimezone(UTC).date() - dt.timedelta(
-                days=self.lookback_days
+            yield master_data_batch(
+                self.connection_name,
+                RecordKind.MATERIAL,
+                page,
+                lambda row: material_record(
+                    row,
+                    texts.get(row.get("MATNR", "")),  # noqa: B023 - used before the page moves on
+                    rules,
+                ),
+                "MATNR",
+                lambda row: {"MARA": row},
+                seen,
             )
-            first = max(first, window.start) if window.start else first
-            after = (
-                min(window.end, today + dt.timedelta(days=1))
-                if window.end
-                else (today + dt.timedelta(days=1))
-            )
-        elif window.start is not None:
-            first = window.start
-            after = min(
-                window.end or window.start + dt.timedelta(days=1), today + dt.timedelta(days=1)
-            )
-        else:
-            first, after = today, today + dt.timedelta(days=1)
-        return [first + dt.timedelta(days=n) for n in range((after - first).days)]
 
     def _fetch_inventory(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
-        days = self._inventory_days(window)
+        days = window.snapshot_days(self.lookback_days)
         if not days:
             return
         current = self._all("MARD", ("MATNR", "WERKS", "LGORT", "LABST", "INSME", "SPEME"))

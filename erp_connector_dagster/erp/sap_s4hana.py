@@ -37,20 +37,20 @@ import dataclasses
 import datetime as dt
 import logging
 import re
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
 from pydantic import Field, PrivateAttr, ValidationError
 
+from erp_connector_dagster.erp.auth import request_token
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
     RecordBatch,
     SyncWindow,
+    later_stamp,
     rejection_reason,
     resolve_secret,
 )
@@ -58,7 +58,6 @@ from erp_connector_dagster.erp.http import (
     ErpAuthError,
     ErpHttpClient,
     ErpRequestError,
-    RetryableError,
     retry_after_seconds,
 )
 from erp_connector_dagster.records import (
@@ -189,6 +188,41 @@ def navigation_results(value: Any) -> list[dict]:
     if isinstance(value, list):
         return value
     return []
+
+
+def master_data_batch(
+    connection: str,
+    kind: RecordKind,
+    rows: list[dict],
+    to_record: Callable[[dict], CanonicalRecord | None],
+    key_field: str,
+    payload: Callable[[dict], dict],
+    seen: set[str],
+) -> RecordBatch:
+    """One page of vendors or materials: a row flagged for deletion (mapped to None) becomes a
+    deleted id, one that cannot be mapped a reject, one already passed on (`seen`) is skipped."""
+    batch = RecordBatch()
+    for row in rows:
+        try:
+            record = to_record(row)
+        except (ValueError, ValidationError) as error:
+            batch.rejected.append(
+                RejectedRecord(
+                    connection=connection,
+                    kind=kind,
+                    source_id=str(row.get(key_field) or "") or None,
+                    reason=rejection_reason(error),
+                    payload=payload(row),
+                )
+            )
+            continue
+        if record is None:
+            batch.deleted_source_ids.append(str(row.get(key_field)))
+        elif record.natural_key not in seen:
+            seen.add(record.natural_key)
+            batch.records.append(record)
+            batch.high_watermark = later_stamp(batch.high_watermark, record.updated_at)
+    return batch
 
 
 def _scalars(entity: dict) -> dict:
@@ -730,6 +764,8 @@ class SapS4HanaSource(ErpSource):
 
     erp_type = "sap_s4hana"
     api_version = "OData v2 A2X (S/4HANA Cloud 2308 / on-premise 2022)"
+    # The gateway answered, so the system is up even when it refuses the probe.
+    refused_probe_is_reachable = True
 
     username: str = Field(description="Communication user (also the OAuth 2.0 client id).")
     password: str = Field(description="Its password (also the OAuth 2.0 client secret).")
@@ -780,13 +816,8 @@ class SapS4HanaSource(ErpSource):
         return self._client
 
     def _new_client(self, max_retries: int) -> ErpHttpClient:
-        return ErpHttpClient(
-            self.connection_name,
-            self.base_url,
-            timeout_seconds=self.timeout_seconds,
-            max_retries=max_retries,
-            authenticate=self._authenticate,
-            throttle_signal=sap_throttle_signal,
+        return self.build_http_client(
+            self._authenticate, sap_throttle_signal, max_retries=max_retries
         )
 
     def _credentials(self) -> tuple[str, str]:
@@ -805,25 +836,13 @@ class SapS4HanaSource(ErpSource):
             if self.token_path.startswith(("http://", "https://"))
             else (f"{self.base_url.rstrip('/')}/{self.token_path.lstrip('/')}")
         )
-        try:
-            response = session.post(
-                token_url,
-                data={"grant_type": "client_credentials"},
-                auth=self._credentials(),
-                timeout=self.timeout_seconds,
-            )
-            _ = response.content
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as error:
-            raise RetryableError(f"token request failed: {type(error).__name__}") from None
-        wait = sap_throttle_signal(response)
-        if wait is not None:
-            raise RetryableError("token request throttled", wait_seconds=wait)
-        if response.status_code >= 500:
-            raise RetryableError(f"token endpoint error {response.status_code}")
+        response = request_token(
+            session,
+            token_url,
+            data={"grant_type": "client_credentials"},
+            auth=self._credentials(),
+            timeout=self.timeout_seconds,
+        )
         if response.status_code != 200:
             try:
                 code = response.json().get("error", "")
@@ -883,43 +902,10 @@ class SapS4HanaSource(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        """Read the business partner service document; report latency and auth."""
+    def _probe(self) -> None:
+        """Read the business partner service document, retrying at most once."""
         client = self._new_client(max_retries=min(1, self.max_retries))
-        started = time.monotonic()
-        try:
-            client.get(self._service_path(PARTNER_SERVICE), params=self._params({}))
-        except ErpAuthError as error:
-            return ConnectionHealth(
-                connection=self.connection_name,
-                erp_type=self.erp_type,
-                reachable=True,
-                authenticated=False,
-                error=str(error),
-            )
-        except RetryableError as error:
-            return ConnectionHealth(
-                connection=self.connection_name,
-                erp_type=self.erp_type,
-                reachable=False,
-                authenticated=False,
-                error=str(error),
-            )
-        except ErpRequestError as error:
-            return ConnectionHealth(
-                connection=self.connection_name,
-                erp_type=self.erp_type,
-                reachable=True,
-                authenticated=False,
-                error=str(error),
-            )
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=True,
-            authenticated=True,
-            latency_ms=(time.monotonic() - started) * 1000,
-        )
+        client.get(self._service_path(PARTNER_SERVICE), params=self._params({}))
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Batches of `kind` in `window`; stock needs `stock_key_date_entity` for past days."""
@@ -962,7 +948,7 @@ class SapS4HanaSource(ErpSource):
                     day = odata_date(invoice.get("PostingDate"))
                     if day is not None:
                         summary.days.add(day)
-                    summary.high_watermark = _later(
+                    summary.high_watermark = later_stamp(
                         summary.high_watermark,
                         parse_change_stamp_text(invoice.get("SuplrInvcLstChgDteTmeTxt")),
                     )
@@ -977,12 +963,12 @@ class SapS4HanaSource(ErpSource):
                     day = odata_date(purchase_order.get("PurchaseOrderDate"))
                     if day is not None:
                         summary.days.add(day)
-                    summary.high_watermark = _later(
+                    summary.high_watermark = later_stamp(
                         summary.high_watermark,
                         odata_timestamp(purchase_order.get("LastChangeDateTime")),
                     )
         elif kind is RecordKind.INVENTORY:
-            summary.days.update(self._inventory_days(window))
+            summary.days.update(window.snapshot_days(self.lookback_days))
         elif kind is RecordKind.VENDOR:
             params = {
                 "$filter": self._vendor_filter(window),
@@ -992,7 +978,9 @@ class SapS4HanaSource(ErpSource):
             }
             for page in self._pages(PARTNER_SERVICE, "A_BusinessPartner", params):
                 for partner in page:
-                    summary.high_watermark = _later(summary.high_watermark, _partner_stamp(partner))
+                    summary.high_watermark = later_stamp(
+                        summary.high_watermark, _partner_stamp(partner)
+                    )
         else:
             params = {
                 "$filter": self._material_filter(window),
@@ -1001,7 +989,7 @@ class SapS4HanaSource(ErpSource):
             }
             for page in self._pages(PRODUCT_SERVICE, "A_Product", params):
                 for product in page:
-                    summary.high_watermark = _later(
+                    summary.high_watermark = later_stamp(
                         summary.high_watermark, odata_timestamp(product.get("LastChangeDateTime"))
                     )
         return summary
@@ -1062,7 +1050,7 @@ class SapS4HanaSource(ErpSource):
                     if record.natural_key not in seen:
                         seen.add(record.natural_key)
                         batch.records.append(record)
-                        batch.high_watermark = _later(batch.high_watermark, record.updated_at)
+                        batch.high_watermark = later_stamp(batch.high_watermark, record.updated_at)
             yield batch
 
     def _load_products(self, invoices: list[dict], products: dict[str, ProductFacts]) -> None:
@@ -1107,7 +1095,7 @@ class SapS4HanaSource(ErpSource):
                     if record.natural_key not in seen:
                         seen.add(record.natural_key)
                         batch.records.append(record)
-                        batch.high_watermark = _later(batch.high_watermark, record.updated_at)
+                        batch.high_watermark = later_stamp(batch.high_watermark, record.updated_at)
             yield batch
 
     def _vendor_filter(self, window: SyncWindow) -> str:
@@ -1135,28 +1123,15 @@ class SapS4HanaSource(ErpSource):
         rules = self.rules
         seen: set[str] = set()
         for page in self._pages(PARTNER_SERVICE, "A_BusinessPartner", params):
-            batch = RecordBatch()
-            for partner in page:
-                try:
-                    vendor = vendor_record(partner, rules)
-                except (ValueError, ValidationError) as error:
-                    batch.rejected.append(
-                        RejectedRecord(
-                            connection=self.connection_name,
-                            kind=RecordKind.VENDOR,
-                            source_id=str(partner.get("BusinessPartner") or "") or None,
-                            reason=rejection_reason(error),
-                            payload=_scalars(partner),
-                        )
-                    )
-                    continue
-                if vendor is None:
-                    batch.deleted_source_ids.append(str(partner.get("BusinessPartner")))
-                elif vendor.natural_key not in seen:
-                    seen.add(vendor.natural_key)
-                    batch.records.append(vendor)
-                    batch.high_watermark = _later(batch.high_watermark, vendor.updated_at)
-            yield batch
+            yield master_data_batch(
+                self.connection_name,
+                RecordKind.VENDOR,
+                page,
+                lambda partner: vendor_record(partner, rules),
+                "BusinessPartner",
+                _scalars,
+                seen,
+            )
 
     def _fetch_materials(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         params = {"$orderby": "Product", "$expand": "to_Description"}
@@ -1166,57 +1141,18 @@ class SapS4HanaSource(ErpSource):
         rules = self.rules
         seen: set[str] = set()
         for page in self._pages(PRODUCT_SERVICE, "A_Product", params):
-            batch = RecordBatch()
-            for product in page:
-                try:
-                    material = material_record(product, rules)
-                except (ValueError, ValidationError) as error:
-                    batch.rejected.append(
-                        RejectedRecord(
-                            connection=self.connection_name,
-                            kind=RecordKind.MATERIAL,
-                            source_id=str(product.get("Product") or "") or None,
-                            reason=rejection_reason(error),
-                            payload=_scalars(product),
-                        )
-                    )
-                    continue
-                if material is None:
-                    batch.deleted_source_ids.append(str(product.get("Product")))
-                elif material.natural_key not in seen:
-                    seen.add(material.natural_key)
-                    batch.records.append(material)
-                    batch.high_watermark = _later(batch.high_watermark, material.updated_at)
-            yield batch
-
-    def _inventory_days(self, window: SyncWindow) -> list[dt.date]:
-        """The snapshot days a window asks for; stock has no change stamp, so a cursor means
-        every day from `lookback_days` before it up to today."""
-        today = dt.datetime.now(UTC).date()
-        if window.changed_since is not None:
-            if window.changed_since > dt.datetime.now(UTC):
-                return []
-            first = window.changed_since.astimezone(UTC).date() - dt.timedelta(
-                days=self.lookback_days
+            yield master_data_batch(
+                self.connection_name,
+                RecordKind.MATERIAL,
+                page,
+                lambda product: material_record(product, rules),
+                "Product",
+                _scalars,
+                seen,
             )
-            first = max(first, window.start) if window.start else first
-            after = (
-                min(window.end, today + dt.timedelta(days=1))
-                if window.end
-                else (today + dt.timedelta(days=1))
-            )
-        elif window.start is not None:
-            first = window.start
-            # Stock of a day still to come does not exist yet.
-            after = min(
-                window.end or window.start + dt.timedelta(days=1), today + dt.timedelta(days=1)
-            )
-        else:
-            first, after = today, today + dt.timedelta(days=1)
-        return [first + dt.timedelta(days=offset) for offset in range((after - first).days)]
 
     def _fetch_inventory(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
-        days = self._inventory_days(window)
+        days = window.snapshot_days(self.lookback_days)
         if not days:
             return
         rules = self.rules
@@ -1258,18 +1194,13 @@ class SapS4HanaSource(ErpSource):
         )
 
 
-def _later(current: dt.datetime | None, candidate: dt.datetime | None) -> dt.datetime | None:
-    if candidate is None:
-        return current
-    return candidate if current is None or candidate > current else current
-
-
 __all__ = [
     "MappingRules",
     "ProductFacts",
     "PurchaseOrderParts",
     "SapS4HanaSource",
     "inventory_records",
+    "master_data_batch",
     "material_record",
     "odata_date",
     "odata_timestamp",

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
@@ -37,19 +36,20 @@ from typing import ClassVar
 import requests
 from pydantic import Field, PrivateAttr
 
+from erp_connector_dagster.erp.auth import request_token
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
+    FirstSightings,
     RecordBatch,
     SyncWindow,
     resolve_secret,
+    utc_timestamp,
 )
 from erp_connector_dagster.erp.http import (
     ErpAuthError,
     ErpHttpClient,
     ErpRequestError,
-    RetryableError,
     retry_after_seconds,
 )
 from erp_connector_dagster.records import (
@@ -158,12 +158,7 @@ def parse_date(value: object) -> dt.date | None:
 
 def parse_moment(value: object) -> dt.datetime | None:
     """A date-time in the tenant's zone (`...-08:00`), as UTC."""
-    if not value:
-        return None
-    moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return utc_timestamp(str(value)) if value else None
 
 
 def descriptor(value: object) -> str | None:
@@ -216,36 +211,22 @@ class WorkdaySource(ErpSource):
 
     def _http(self) -> ErpHttpClient:
         if self._client is None:
-            self._client = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._sign_in,
-                throttle_signal=workday_throttle_signal,
-            )
+            self._client = self.build_http_client(self._sign_in, workday_throttle_signal)
         return self._client
 
     def _sign_in(self, session: requests.Session) -> None:
         """Exchange the refresh token for a bearer token."""
         session.headers.pop("Authorization", None)
-        try:
-            response = session.post(
-                f"{self.base_url.rstrip('/')}/ccx/oauth2/{self.tenant}/token",
-                data={
-                    "grant_type": "refresh_token",
-                    "refresh_token": resolve_secret(self.refresh_token),
-                },
-                auth=(resolve_secret(self.client_id), resolve_secret(self.client_secret)),
-                timeout=self.timeout_seconds,
-            )
-        except (requests.ConnectionError, requests.Timeout) as error:
-            raise RetryableError(f"token request failed: {type(error).__name__}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(
-                f"token endpoint answered {response.status_code}",
-                wait_seconds=retry_after_seconds(response),
-            )
+        response = request_token(
+            session,
+            f"{self.base_url.rstrip('/')}/ccx/oauth2/{self.tenant}/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": resolve_secret(self.refresh_token),
+            },
+            auth=(resolve_secret(self.client_id), resolve_secret(self.client_secret)),
+            timeout=self.timeout_seconds,
+        )
         if response.status_code != 200:
             try:
                 reason = str(response.json().get("error", response.status_code))
@@ -293,33 +274,16 @@ class WorkdaySource(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.perf_counter()
-        error: str | None = None
-        reachable = authenticated = True
-        try:
-            next(
-                self._wql(
-                    "SELECT workdayID FROM purchaseOrders WHERE orderDate >= "
-                    f"{wql_string(dt.date.today().isoformat())}"
-                )
+    def _probe(self) -> None:
+        next(
+            self._wql(
+                "SELECT workdayID FROM purchaseOrders WHERE orderDate >= "
+                f"{wql_string(dt.date.today().isoformat())}"
             )
-        except ErpAuthError as refused:
-            authenticated, error = False, str(refused)
-        except (ErpRequestError, RetryableError) as failure:
-            reachable = authenticated = False
-            error = str(failure)
-        return ConnectionHealth(
-            connection=self.connection_name,
-            erp_type=self.erp_type,
-            reachable=reachable,
-            authenticated=authenticated,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            error=error,
         )
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
-        seen: set[tuple] = set()
+        first = FirstSightings()
         if kind is RecordKind.SPEND:
             batches = self._spend(window)
         elif kind in (RecordKind.PURCHASE_ORDER, RecordKind.PURCHASE_ORDER_LINE):
@@ -329,11 +293,8 @@ class WorkdaySource(ErpSource):
         else:
             batches = self._master(kind, window)
         for batch in batches:
-            # Offset paging can repeat a row that moved between pages; keep the first. Stock
-            # keys repeat from day to day, so the day is part of the key.
-            unique = [r for r in batch.records if (r.partition_date, r.natural_key) not in seen]
-            seen.update((r.partition_date, r.natural_key) for r in unique)
-            batch.records = unique
+            # Offset paging can repeat a row that moved between pages; keep the first.
+            batch.records = first.keep(batch.records)
             yield batch
 
     def _conditions(self, window: SyncWindow, date_field: str) -> str:

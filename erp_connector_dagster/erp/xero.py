@@ -27,20 +27,23 @@ import datetime as dt
 import json
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
 import requests
-from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
 from pydantic import Field, PrivateAttr, ValidationError
 
+from erp_connector_dagster.erp.auth import (
+    client_credentials_token,
+    token_expires_at,
+    token_running_out,
+)
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
-    ConnectionHealth,
     ErpSource,
+    LatestVersions,
     RecordBatch,
     SyncWindow,
     resolve_secret,
@@ -71,7 +74,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOKEN_URL = "https://identity.xero.com/connect/token"
 API_ROOT = "api.xro/2.0"
 MAX_PAGE_SIZE = 1000
-TOKEN_RENEWAL_MARGIN_SECONDS = 60
 # collection: (Type filter, id field, number field)
 SPEND_COLLECTIONS: dict[str, tuple[str, str, str]] = {
     "Invoices": ("ACCPAY", "InvoiceID", "InvoiceNumber"),
@@ -355,26 +357,6 @@ def purchase_order_from_document(
     return [header, *lines], []
 
 
-class _LatestVersions:
-    """Paging over changing data can serve a record twice: pass each version once."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, dt.datetime | None] = {}
-
-    def keep(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
-        kept = []
-        for record in records:
-            key = record.natural_key
-            if key in self._seen:
-                previous = self._seen[key]
-                newer = record.updated_at and (previous is None or record.updated_at > previous)
-                if not newer:
-                    continue
-            self._seen[key] = record.updated_at
-            kept.append(record)
-        return kept
-
-
 class XeroSource(ErpSource):
     """A Xero organisation read through the Accounting API 2.0 with a custom connection."""
 
@@ -416,14 +398,7 @@ class XeroSource(ErpSource):
 
     def _client(self) -> ErpHttpClient:
         if self._http is None:
-            self._http = ErpHttpClient(
-                self.connection_name,
-                self.base_url,
-                timeout_seconds=self.timeout_seconds,
-                max_retries=self.max_retries,
-                authenticate=self._authenticate,
-                throttle_signal=self._throttle_signal,
-            )
+            self._http = self.build_http_client(self._authenticate, self._throttle_signal)
         return self._http
 
     def _throttle_signal(self, response: requests.Response) -> float | None:
@@ -443,37 +418,18 @@ class XeroSource(ErpSource):
 
     def _authenticate(self, session: requests.Session) -> None:
         """Client-credentials grant, then the tenant header for every later call."""
-        oauth = BackendApplicationClient(self.client_id)
-        body = oauth.prepare_request_body(include_client_id=False, scope=self.scope)
-        try:
-            response = session.post(
-                self._token_endpoint(),
-                data=body,
-                auth=(self.client_id, resolve_secret(self.client_secret)),
-                headers={
-                    "Accept": "application/json",
-                    "Content-Type": "application/x-www-form-urlencoded",
-                },
-                timeout=self.timeout_seconds,
-            )
-            _ = response.content
-        except (requests.ConnectionError, requests.Timeout):
-            raise RetryableError("token endpoint unreachable") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(
-                f"token endpoint answered {response.status_code}",
-                wait_seconds=retry_after_seconds(response),
-            )
-        try:
-            token = oauth.parse_request_body_response(response.text, scope=self.scope)
-        except (OAuth2Error, ValueError) as error:
-            code = getattr(error, "error", None) or f"status {response.status_code}"
-            raise ErpAuthError(
-                self.connection_name, f"token request refused ({code})", response.status_code
-            ) from None
+        token = client_credentials_token(
+            session,
+            self.connection_name,
+            self._token_endpoint(),
+            client_id=self.client_id,
+            client_secret=resolve_secret(self.client_secret),
+            scope=self.scope,
+            timeout=self.timeout_seconds,
+        )
         session.headers["Authorization"] = f"Bearer {token['access_token']}"
         session.headers["Accept"] = "application/json"
-        self._token_expires_at = float(token.get("expires_at") or time.time() + 1800)
+        self._token_expires_at = token_expires_at(token, 1800)
         session.headers["xero-tenant-id"] = self._tenant or self._find_tenant(session)
         logger.info("Xero access token renewed", extra={"connection": self.connection_name})
 
@@ -512,9 +468,7 @@ class XeroSource(ErpSource):
         modified_since: dt.datetime | None = None,
     ) -> dict:
         client = self._client()
-        if self._token_expires_at and (
-            self._token_expires_at - time.time() < TOKEN_RENEWAL_MARGIN_SECONDS
-        ):
+        if token_running_out(self._token_expires_at):
             client.reauthenticate()
         headers = (
             {"If-Modified-Since": _if_modified_since(modified_since)}
@@ -572,25 +526,14 @@ class XeroSource(ErpSource):
 
     # ErpSource
 
-    def check_health(self) -> ConnectionHealth:
-        started = time.monotonic()
-        health = {"connection": self.connection_name, "erp_type": self.erp_type}
-        try:
-            self._get("Organisation")
-        except ErpAuthError as error:
-            return ConnectionHealth(**health, reachable=True, authenticated=False, error=str(error))
-        except (RetryableError, ErpRequestError) as error:
-            return ConnectionHealth(
-                **health, reachable=False, authenticated=False, error=str(error)
-            )
-        latency = (time.monotonic() - started) * 1000
-        return ConnectionHealth(**health, reachable=True, authenticated=True, latency_ms=latency)
+    def _probe(self) -> None:
+        self._get("Organisation")
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Yield batches of canonical records of `kind` inside `window`, a page at a time."""
         if kind not in self.supported_kinds:
             raise ErpRequestError(self.connection_name, f"Xero does not offer {kind.value}")
-        latest = _LatestVersions()
+        latest = LatestVersions()
         for records, rejected, deleted, watermark in self._read(kind, window):
             yield RecordBatch(
                 records=latest.keep(records),

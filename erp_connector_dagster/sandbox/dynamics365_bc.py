@@ -48,13 +48,10 @@ from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.dynamics365_fo import (
     TOKEN_LIFETIME_SECONDS,
     ODataError,
-    TokenStore,
     bad_lines_between,
-    bearer,
     bounds,
     candidate_records,
-    entra_error,
-    entra_token_response,
+    entra_sign_in,
     etag,
     group_documents,
     json_response,
@@ -67,11 +64,12 @@ from erp_connector_dagster.sandbox.dynamics365_fo import (
     stable_guid,
 )
 from erp_connector_dagster.sandbox.faults import (
+    Fault,
     FaultKind,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
+from erp_connector_dagster.sandbox.oauth import TokenStore, bearer
 
 UTC = dt.timezone.utc
 SANDBOX_TENANT_ID = "3e9a51c4-8d2b-4f6e-a0c7-91b5d3f2e814"
@@ -144,6 +142,19 @@ def default_dimension(parent_id: str, parent_type: str, code: str, value: str) -
     }
 
 
+def _throttled(fault: Fault) -> Response:
+    return json_response(
+        {
+            "error": {
+                "code": "Application_TooManyRequests",
+                "message": "Too many requests reached.  Actual (6001).  Maximum (6000).",
+            }
+        },
+        status=429,
+        headers={"Retry-After": str(int(fault.retry_after))},
+    )
+
+
 class BusinessCentralEmulator:
     """The WSGI application of one emulated Business Central environment."""
 
@@ -177,34 +188,19 @@ class BusinessCentralEmulator:
 
     def dispatch(self, request: Request) -> Response:
         path = request.path.strip("/")
-        if path == f"{self.credentials['tenant_id']}/oauth2/v2.0/token" and (
-            request.method == "POST"
-        ):
-            return entra_token_response(
-                request, self.credentials, self.tokens, BUSINESS_CENTRAL_SCOPE
-            )
-        if path.endswith("oauth2/v2.0/token"):
-            return entra_error(400, "invalid_request", 90002, "Tenant not found.")
+        signed_in = entra_sign_in(
+            request, path, self.credentials, self.tokens, BUSINESS_CENTRAL_SCOPE
+        )
+        if signed_in is not None:
+            return signed_in
         fault = self.faults.take()
         if fault is not None and fault.kind is FaultKind.EXPIRE_TOKEN:
             self.tokens.revoke_all()
         if not self.tokens.valid(bearer(request)):
             return self._unauthorized()
-        if fault is not None and fault.kind is FaultKind.THROTTLE:
-            return json_response(
-                {
-                    "error": {
-                        "code": "Application_TooManyRequests",
-                        "message": "Too many requests reached.  Actual (6001).  Maximum (6000).",
-                    }
-                },
-                status=429,
-                headers={"Retry-After": str(int(fault.retry_after))},
-            )
-        if fault is not None and fault.kind is FaultKind.SERVER_ERROR:
-            return server_error_response(fault)
-        if fault is not None and fault.kind is FaultKind.DROP_CONNECTION:
-            return dropped_connection_response()
+        forced = fault_response(fault, throttled=_throttled)
+        if forced is not None:
+            return forced
         try:
             return self._route(request, path)
         except ODataError as error:

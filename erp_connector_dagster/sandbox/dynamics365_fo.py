@@ -33,10 +33,9 @@ import json
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -53,12 +52,14 @@ from erp_connector_dagster.records import (
     Vendor,
 )
 from erp_connector_dagster.sandbox.company import SandboxCompany
+from erp_connector_dagster.sandbox.dialect import exact_json as json_dumps
 from erp_connector_dagster.sandbox.faults import (
+    Fault,
     FaultKind,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
+from erp_connector_dagster.sandbox.oauth import TokenStore, bearer
 
 UTC = dt.timezone.utc
 LEGAL_ENTITY = "usmf"
@@ -81,24 +82,6 @@ BLANK_DATE = "1900-01-01T00:00:00Z"
 
 
 # --- JSON with exact decimals -------------------------------------------------------------
-
-_DECIMAL_MARK = re.compile(r'"\\u0000decimal:([-+0-9.Ee]+)"')
-
-
-def _mark_decimals(value: object) -> object:
-    if isinstance(value, Decimal):
-        return "\u0000decimal:" + str(value)
-    if isinstance(value, dict):
-        return {key: _mark_decimals(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_mark_decimals(item) for item in value]
-    return value
-
-
-def json_dumps(document: object) -> str:
-    """JSON text with every Decimal written as a number token with its exact digits."""
-    # The standard encoder turns Decimals into floats; a marker string keeps the digits.
-    return _DECIMAL_MARK.sub(r"\1", json.dumps(_mark_decimals(document), ensure_ascii=False))
 
 
 def json_response(document: object, status: int = 200, headers: dict | None = None) -> Response:
@@ -355,37 +338,6 @@ def project(row: dict, select: str | None) -> dict:
 # --- Tokens issued by the emulated Entra ID -----------------------------------------------
 
 
-@dataclass
-class TokenStore:
-    """Bearer tokens this sandbox issued, with their expiry (monotonic seconds)."""
-
-    lifetime_seconds: float = TOKEN_LIFETIME_SECONDS
-    issued: int = 0
-    _tokens: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def issue(self) -> str:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            self.issued += 1
-            self._tokens[token] = time.monotonic() + self.lifetime_seconds
-        return token
-
-    def valid(self, token: str) -> bool:
-        with self._lock:
-            expires = self._tokens.get(token)
-            return expires is not None and expires > time.monotonic()
-
-    def revoke_all(self) -> None:
-        with self._lock:
-            self._tokens.clear()
-
-
-def bearer(request: Request) -> str:
-    header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else ""
-
-
 def entra_error(status: int, error: str, code: int, description: str) -> Response:
     body = {
         "error": error,
@@ -396,6 +348,17 @@ def entra_error(status: int, error: str, code: int, description: str) -> Respons
         "correlation_id": str(uuid.uuid4()),
     }
     return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def entra_sign_in(
+    request: Request, path: str, credentials: dict[str, str], tokens: TokenStore, scope: str
+) -> Response | None:
+    """The answer of the emulated Entra ID when `path` is its token endpoint, else None."""
+    if path == f"{credentials['tenant_id']}/oauth2/v2.0/token" and request.method == "POST":
+        return entra_token_response(request, credentials, tokens, scope)
+    if path.endswith("oauth2/v2.0/token"):
+        return entra_error(400, "invalid_request", 90002, "Tenant not found.")
+    return None
 
 
 def entra_token_response(
@@ -550,6 +513,10 @@ def group_documents(records: Iterable[SpendRecord]) -> dict[str, list[SpendRecor
 # --- The F&O dialect -----------------------------------------------------------------------
 
 
+def _throttled(fault: Fault) -> Response:
+    return Response(b"", status=429, headers={"Retry-After": str(int(fault.retry_after))})
+
+
 def fo_date(day: dt.date | None) -> str:
     return f"{day.isoformat()}T12:00:00Z" if day else BLANK_DATE
 
@@ -593,24 +560,19 @@ class FinanceEmulator:
 
     def dispatch(self, request: Request) -> Response:
         path = request.path.strip("/")
-        if path == f"{self.credentials['tenant_id']}/oauth2/v2.0/token" and (
-            request.method == "POST"
-        ):
-            scope = request.host_url.rstrip("/") + request.script_root + "/.default"
-            return entra_token_response(request, self.credentials, self.tokens, scope)
-        if path.endswith("oauth2/v2.0/token"):
-            return entra_error(400, "invalid_request", 90002, "Tenant not found.")
+        # F&O's scope is the environment's own URL.
+        scope = request.host_url.rstrip("/") + request.script_root + "/.default"
+        signed_in = entra_sign_in(request, path, self.credentials, self.tokens, scope)
+        if signed_in is not None:
+            return signed_in
         fault = self.faults.take()
         if fault is not None and fault.kind is FaultKind.EXPIRE_TOKEN:
             self.tokens.revoke_all()
         if not self.tokens.valid(bearer(request)):
             return Response(b"", status=401)
-        if fault is not None and fault.kind is FaultKind.THROTTLE:
-            return Response(b"", status=429, headers={"Retry-After": str(int(fault.retry_after))})
-        if fault is not None and fault.kind is FaultKind.SERVER_ERROR:
-            return server_error_response(fault)
-        if fault is not None and fault.kind is FaultKind.DROP_CONNECTION:
-            return dropped_connection_response()
+        forced = fault_response(fault, throttled=_throttled)
+        if forced is not None:
+            return forced
         if not path.startswith("data/") or path[5:] not in self.entity_sets:
             return json_response(
                 {

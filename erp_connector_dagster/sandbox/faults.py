@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from werkzeug.wrappers import Response
@@ -103,3 +103,28 @@ def dropped_connection_response() -> Response:
     response = Response(broken_body(), status=200, mimetype="application/json")
     response.headers["Content-Length"] = "4096"
     return response
+
+
+def fault_response(
+    fault: Fault | None,
+    *,
+    throttled: Callable[[Fault], Response],
+    token_expired: Callable[[], Response | None] | None = None,
+) -> Response | None:
+    """The answer a fault forces, rendered in the emulator's dialect, or None to serve on.
+
+    `throttled` renders the dialect's "slow down"; `token_expired` forgets the issued tokens
+    (and may answer at once). An emulator that expires tokens before it checks them leaves
+    `token_expired` out and handles that fault itself.
+    """
+    if fault is None:
+        return None
+    if fault.kind is FaultKind.THROTTLE:
+        return throttled(fault)
+    if fault.kind is FaultKind.SERVER_ERROR:
+        return server_error_response(fault)
+    if fault.kind is FaultKind.DROP_CONNECTION:
+        return dropped_connection_response()
+    if fault.kind is FaultKind.EXPIRE_TOKEN and token_expired is not None:
+        return token_expired()
+    return None

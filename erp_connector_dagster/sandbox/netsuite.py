@@ -47,10 +47,9 @@ from erp_connector_dagster.records import (
 )
 from erp_connector_dagster.sandbox.company import INDUSTRIES, LOCATIONS, SandboxCompany
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
 
 ACCOUNT_ID = "4242424_SB1"
@@ -1216,6 +1215,17 @@ class _TokenValidator(RequestValidator):
         return True
 
 
+def _concurrency_limited(fault: Fault) -> Response:
+    # REST web services answer a request over the account's concurrency limit with 429 and no
+    # Retry-After: the slot frees when another request ends.
+    return _error(
+        429,
+        "Too Many Requests",
+        "CONCURRENCY_LIMIT_EXCEEDED",
+        "Concurrent request limit exceeded. Request blocked.",
+    )
+
+
 def _error(status: int, title: str, code: str, detail: str, **extra: str) -> Response:
     sections = {400: "15.5.1", 401: "15.5.2", 404: "15.5.5", 405: "15.5.6", 500: "15.6.1"}
     if status == 429:
@@ -1257,25 +1267,13 @@ class NetSuiteEmulator:
     def dispatch(self, request: Request) -> Response:
         # Read the body first: closing a socket with unread input resets it mid-answer.
         request.get_data()
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                # REST web services answer a request over the account's concurrency limit
-                # with 429 and no Retry-After: the slot frees when another request ends.
-                return _error(
-                    429,
-                    "Too Many Requests",
-                    "CONCURRENCY_LIMIT_EXCEEDED",
-                    "Concurrent request limit exceeded. Request blocked.",
-                )
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                # TBA tokens do not expire, but a request whose timestamp or nonce is refused
-                # gets the same answer as a revoked token: sign afresh and try again.
-                return self._login_refused()
+        # TBA tokens do not expire, but a request whose timestamp or nonce is refused gets the
+        # same answer as a revoked token: sign afresh and try again.
+        forced = fault_response(
+            self.faults.take(), throttled=_concurrency_limited, token_expired=self._login_refused
+        )
+        if forced is not None:
+            return forced
         adapter = self.routes.bind_to_environ(request.environ)
         try:
             endpoint, _ = adapter.match()

@@ -21,14 +21,11 @@ module for why). Credit memos carry negative amounts, as Payables stores them.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import json
 import re
-import secrets
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -39,10 +36,9 @@ from werkzeug.wrappers import Request, Response
 from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
 from erp_connector_dagster.sandbox.netsuite import (
     days_touched,
@@ -50,6 +46,12 @@ from erp_connector_dagster.sandbox.netsuite import (
     line_value,
     order_documents,
     spend_documents,
+)
+from erp_connector_dagster.sandbox.oauth import (
+    TokenStore,
+    basic_credentials,
+    bearer,
+    client_authenticated,
 )
 
 API_ROOT = "/fscmRestApi/resources/11.13.18.05"
@@ -410,6 +412,17 @@ def dump_json(document: Any) -> str:
     return _DECIMAL_MARK.sub(r"\1", json.dumps(_jsonable(document)))
 
 
+def _throttled(fault: Fault) -> Response:
+    response = _error(
+        429,
+        "Too Many Requests",
+        "The request was throttled. Retry after the given time.",
+        "TOO_MANY_REQUESTS",
+    )
+    response.headers["Retry-After"] = str(max(int(fault.retry_after), 1))
+    return response
+
+
 def _error(status: int, title: str, detail: str, code: str) -> Response:
     body = {
         "type": f"http://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html#sec10.4.{status - 399}",
@@ -431,7 +444,7 @@ class FusionEmulator:
         self.company = company
         self.faults = faults
         self.credentials = credentials
-        self._tokens: dict[str, float] = {}
+        self._tokens = TokenStore(lifetime_seconds=TOKEN_LIFETIME_SECONDS)
         self._children: dict[tuple[str, str], dict] = {}
         self._lock = threading.Lock()
 
@@ -442,24 +455,11 @@ class FusionEmulator:
     def dispatch(self, request: Request) -> Response:
         # Read the body first: closing a socket with unread input resets it mid-answer.
         request.get_data()
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                response = _error(
-                    429,
-                    "Too Many Requests",
-                    "The request was throttled. Retry after the given time.",
-                    "TOO_MANY_REQUESTS",
-                )
-                response.headers["Retry-After"] = str(max(int(fault.retry_after), 1))
-                return response
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                with self._lock:
-                    self._tokens = {token: 0.0 for token in self._tokens}
+        forced = fault_response(
+            self.faults.take(), throttled=_throttled, token_expired=self._expire_tokens
+        )
+        if forced is not None:
+            return forced
         if request.path == TOKEN_PATH and request.method == "POST":
             return self.token(request)
         if not request.path.startswith(API_ROOT + "/"):
@@ -476,28 +476,26 @@ class FusionEmulator:
 
     # OAuth 2.0 client credentials
 
+    def _expire_tokens(self) -> None:
+        # Kept, not forgotten: a request with one is told its token expired, not that it is bad.
+        self._tokens.expire_all()
+
     def token(self, request: Request) -> Response:
-        client_id, client_secret = request.form.get("client_id"), request.form.get("client_secret")
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            try:
-                decoded = base64.b64decode(header[6:]).decode()
-                client_id, _, client_secret = decoded.partition(":")
-            except ValueError:
-                client_id = None
+        client = basic_credentials(request) or (
+            request.form.get("client_id", ""),
+            request.form.get("client_secret", ""),
+        )
         if request.form.get("grant_type") != "client_credentials":
             return self._oauth_error(
                 400, "unsupported_grant_type", "The grant type is not supported."
             )
-        if (client_id, client_secret) != (
-            self.credentials["client_id"],
-            self.credentials["client_secret"],
-        ):
+        if not client_authenticated(client, self.credentials):
             return self._oauth_error(401, "invalid_client", "Client authentication failed.")
-        token = secrets.token_urlsafe(48)
-        with self._lock:
-            self._tokens[token] = time.time() + TOKEN_LIFETIME_SECONDS
-        body = {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_SECONDS}
+        body = {
+            "access_token": self._tokens.issue(),
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME_SECONDS,
+        }
         return Response(
             json.dumps(body), mimetype="application/json", headers={"Cache-Control": "no-store"}
         )
@@ -510,15 +508,14 @@ class FusionEmulator:
         )
 
     def _refuse_token(self, request: Request) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else None
-        with self._lock:
-            expires = self._tokens.get(token or "", None)
-        if expires is not None and expires > time.time():
+        token = bearer(request)
+        if self._tokens.valid(token):
             return None
         error = "invalid_token"
         description = (
-            "The access token expired" if expires is not None else ("The access token is invalid")
+            "The access token expired"
+            if self._tokens.known(token)
+            else "The access token is invalid"
         )
         response = Response("", status=401)
         response.headers["WWW-Authenticate"] = (

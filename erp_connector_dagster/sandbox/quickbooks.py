@@ -23,13 +23,12 @@ QuickBooks does; amounts keep the company's decimal places.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -47,11 +46,23 @@ from erp_connector_dagster.records import (
     Vendor,
 )
 from erp_connector_dagster.sandbox.company import INDUSTRIES, LOCATIONS, SandboxCompany
+from erp_connector_dagster.sandbox.dialect import (
+    SpendDocument,
+    days_between,
+    exact_json,
+    line_updated,
+    spend_documents,
+)
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
+)
+from erp_connector_dagster.sandbox.oauth import (
+    TokenStore,
+    basic_credentials,
+    bearer,
+    client_authenticated,
 )
 
 SANDBOX_REALM_ID = "9341453050298476"
@@ -71,7 +82,6 @@ ACCESS_TOKEN_SECONDS = 3600
 COMPANY_TIMEZONE = ZoneInfo("America/Los_Angeles")
 HOME_CURRENCY = "EUR"  # the sandbox company values its stock in euros
 MAX_RESULTS = 1000
-_DECIMAL_MARK = "\u0000decimal:"
 
 SPEND_ENTITIES: dict[str, SpendDocumentType] = {
     "Bill": SpendDocumentType.INVOICE,
@@ -87,15 +97,9 @@ AP_ACCOUNT = {"value": "33", "name": "Accounts Payable (A/P)"}
 
 def _json(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """JSON with decimals written as numbers carrying their exact digits."""
-
-    def encode(value: object) -> object:
-        if isinstance(value, Decimal):
-            return f"{_DECIMAL_MARK}{value}"
-        raise TypeError(f"cannot encode {type(value).__name__}")
-
-    text = json.dumps(payload, default=encode)
-    text = re.sub(r'"\\u0000decimal:([^"]*)"', r"\1", text)
-    return Response(text, status=status, mimetype="application/json", headers=headers)
+    return Response(
+        exact_json(payload), status=status, mimetype="application/json", headers=headers
+    )
 
 
 def _timestamp(moment: dt.datetime | None) -> str:
@@ -113,6 +117,17 @@ def _parse_timestamp(text: str) -> dt.datetime:
 
 def _floor_second(moment: dt.datetime) -> dt.datetime:
     return moment.replace(microsecond=0)
+
+
+def _throttle_exceeded(fault: Fault) -> Response:
+    # QuickBooks names no wait: the client backs off on its own.
+    return _fault(
+        "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+        "The request limit was reached.  Try again later",
+        "3001",
+        "SERVICE",
+        429,
+    )
 
 
 def _fault(message: str, detail: str, code: str, fault_type: str, status: int) -> Response:
@@ -152,48 +167,6 @@ def _numeric_id(text: str) -> str:
 
 
 # Documents assembled from the company's lines
-
-
-@dataclass
-class _Document:
-    """One source document: its lines share the header fields (or are raw broken lines)."""
-
-    document_id: str
-    document_type: SpendDocumentType
-    day: dt.date
-    lines: list = field(default_factory=list)
-
-    @property
-    def updated_at(self) -> dt.datetime:
-        stamps = [_line_updated(line) for line in self.lines]
-        return max(stamps)
-
-
-def _line_updated(line: SpendRecord | dict) -> dt.datetime:
-    if isinstance(line, dict):
-        return dt.datetime.fromisoformat(line["updated_at"])
-    return line.updated_at or dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def _spend_documents(company: SandboxCompany, day: dt.date) -> list[_Document]:
-    documents: dict[str, _Document] = {}
-    for line in company.records(RecordKind.SPEND, day):
-        document = documents.setdefault(
-            line.document_id, _Document(line.document_id, line.document_type, day)
-        )
-        document.lines.append(line)
-    for bad in company.bad_spend_lines(day):
-        documents.setdefault(
-            bad["document_id"], _Document(bad["document_id"], SpendDocumentType.INVOICE, day)
-        ).lines.append(bad)
-    return list(documents.values())
-
-
-def _days(start: dt.date, end: dt.date) -> Iterable[dt.date]:
-    day = start
-    while day <= end:
-        yield day
-        day += dt.timedelta(days=1)
 
 
 @dataclass
@@ -370,7 +343,7 @@ class QuickBooksSandbox:
         self.credentials = credentials
         self.realm_id = SANDBOX_REALM_ID
         self._lock = threading.Lock()
-        self._access_tokens: dict[str, float] = {}
+        self._access_tokens = TokenStore(lifetime_seconds=ACCESS_TOKEN_SECONDS)
         # Intuit rotates refresh tokens; the one presented stays usable for a while.
         self._refresh_tokens: set[str] = {credentials["refresh_token"]}
         self._url_map = Map(
@@ -396,23 +369,11 @@ class QuickBooksSandbox:
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                return _fault(
-                    "message=ThrottleExceeded; errorCode=003001; statusCode=429",
-                    "The request limit was reached.  Try again later",
-                    "3001",
-                    "SERVICE",
-                    429,
-                )
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                with self._lock:
-                    self._access_tokens.clear()
+        forced = fault_response(
+            self.faults.take(), throttled=_throttle_exceeded, token_expired=self._expire_tokens
+        )
+        if forced is not None:
+            return forced
         try:
             endpoint, arguments = self._url_map.bind_to_environ(request.environ).match()
         except NotFound:
@@ -432,13 +393,11 @@ class QuickBooksSandbox:
 
     # OAuth 2.0
 
+    def _expire_tokens(self) -> None:
+        self._access_tokens.revoke_all()
+
     def _token(self, request: Request) -> Response:
-        client = request.authorization
-        if (
-            client is None
-            or client.username != self.credentials["client_id"]
-            or not secrets.compare_digest(client.password or "", self.credentials["client_secret"])
-        ):
+        if not client_authenticated(basic_credentials(request), self.credentials):
             return _json({"error": "invalid_client"}, status=401)
         if request.form.get("grant_type") != "refresh_token":
             return _json({"error": "unsupported_grant_type"}, status=400)
@@ -449,10 +408,9 @@ class QuickBooksSandbox:
             )
         if not known:
             return _json({"error": "invalid_grant"}, status=400)
-        access_token = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2" + secrets.token_urlsafe(32)
+        access_token = self._access_tokens.issue(prefix="eyJlbmMiOiJBMTI4Q0JDLUhTMjU2")
         rotated = "AB11" + secrets.token_urlsafe(30)
         with self._lock:
-            self._access_tokens[access_token] = time.monotonic() + ACCESS_TOKEN_SECONDS
             self._refresh_tokens.add(rotated)
         return _json(
             {
@@ -466,11 +424,8 @@ class QuickBooksSandbox:
         )
 
     def _refuse(self, request: Request, realm: str) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
-        with self._lock:
-            expires = self._access_tokens.get(token)
-        if expires is None or expires < time.monotonic():
+        token = bearer(request)
+        if not self._access_tokens.valid(token):
             return _authentication_failed("Token expired: " + token[:12] if token else "missing")
         if realm != self.realm_id:
             return _fault(
@@ -619,29 +574,29 @@ class QuickBooksSandbox:
             first, last = bounds.changed_since.date() - dt.timedelta(days=40), self.company.end
         else:
             first, last = self.company.start, self.company.end
-        return list(_days(max(first, self.company.start), min(last, self.company.end)))
+        return list(days_between(max(first, self.company.start), min(last, self.company.end)))
 
-    def _documents(self, bounds: _Bounds) -> list[_Document]:
+    def _documents(self, bounds: _Bounds) -> list[SpendDocument]:
         if bounds.changed_since and not (bounds.first_day or bounds.last_day):
             return self._changed_documents(bounds.changed_since)
         documents = []
         for day in self._candidate_days(bounds):
-            documents.extend(_spend_documents(self.company, day))
+            documents.extend(spend_documents(self.company, day))
         return documents
 
-    def _changed_documents(self, since: dt.datetime) -> list[_Document]:
+    def _changed_documents(self, since: dt.datetime) -> list[SpendDocument]:
         changed_days: dict[dt.date, set[str]] = {}
         for line in self.company.changed_since(RecordKind.SPEND, _floor_second(since)):
             changed_days.setdefault(line.transaction_date, set()).add(line.document_id)
-        for day in _days(since.date() - dt.timedelta(days=1), self.company.end):
+        for day in days_between(since.date() - dt.timedelta(days=1), self.company.end):
             for bad in self.company.bad_spend_lines(day):
-                if _line_updated(bad) >= _floor_second(since):
+                if line_updated(bad) >= _floor_second(since):
                     changed_days.setdefault(day, set()).add(bad["document_id"])
         documents = []
         for day, document_ids in sorted(changed_days.items()):
             documents.extend(
                 document
-                for document in _spend_documents(self.company, day)
+                for document in spend_documents(self.company, day)
                 if document.document_id in document_ids
             )
         return documents
@@ -680,7 +635,7 @@ class QuickBooksSandbox:
                 document_id = natural_key.split("/")[0]
                 remaining = [
                     document
-                    for document in _spend_documents(self.company, day)
+                    for document in spend_documents(self.company, day)
                     if document.document_id == document_id
                 ]
                 served_as = self._document_types.get(document_id, SpendDocumentType.INVOICE)
@@ -846,7 +801,7 @@ class QuickBooksSandbox:
             "name": material.description if material else material_id,
         }
 
-    def _spend_entity(self, entity_name: str, document: _Document) -> dict:
+    def _spend_entity(self, entity_name: str, document: SpendDocument) -> dict:
         self._document_types[document.document_id] = document.document_type
         first = document.lines[0]
         header = first if isinstance(first, dict) else first.model_dump()

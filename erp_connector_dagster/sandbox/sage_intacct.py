@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qs
@@ -49,11 +49,15 @@ from erp_connector_dagster.records import (
     Vendor,
 )
 from erp_connector_dagster.sandbox.company import INDUSTRIES, SandboxCompany
+from erp_connector_dagster.sandbox.dialect import (
+    SpendDocument,
+    days_between,
+    spend_documents,
+)
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
 
 GATEWAY_PATH = "/ia/xml/xmlgw.phtml"
@@ -343,44 +347,6 @@ def _bounds(tree) -> _Bounds:
 
 
 @dataclass
-class _Document:
-    document_id: str
-    document_type: SpendDocumentType
-    day: dt.date
-    lines: list = field(default_factory=list)
-
-    @property
-    def updated_at(self) -> dt.datetime:
-        return max(_line_updated(line) for line in self.lines)
-
-
-def _line_updated(line: SpendRecord | dict) -> dt.datetime:
-    if isinstance(line, dict):
-        return dt.datetime.fromisoformat(line["updated_at"])
-    return line.updated_at or dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def _spend_documents(company: SandboxCompany, day: dt.date) -> list[_Document]:
-    documents: dict[str, _Document] = {}
-    for line in company.records(RecordKind.SPEND, day):
-        documents.setdefault(
-            line.document_id, _Document(line.document_id, line.document_type, day)
-        ).lines.append(line)
-    for bad in company.bad_spend_lines(day):
-        documents.setdefault(
-            bad["document_id"], _Document(bad["document_id"], SpendDocumentType.INVOICE, day)
-        ).lines.append(bad)
-    return list(documents.values())
-
-
-def _days(start: dt.date, end: dt.date) -> Iterable[dt.date]:
-    day = start
-    while day <= end:
-        yield day
-        day += dt.timedelta(days=1)
-
-
-@dataclass
 class _ResultSet:
     object_name: str
     rows: list[dict[str, str]]
@@ -429,24 +395,23 @@ class IntacctSandbox:
         request = Request(environ)
         return self._dispatch(request)(environ, start_response)
 
+    def _rate_limited(self, fault: Fault) -> Response:
+        # Intacct reports its rate limit inside a successful HTTP answer.
+        body = self._control_failure(
+            "GW-0010", "API rate limit exceeded. Please retry the request later.", sender_id=""
+        )
+        return self._xml(body, headers={"Retry-After": str(fault.retry_after)})
+
+    def _expire_sessions(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
     def _dispatch(self, request: Request) -> Response:
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                # Intacct reports its rate limit inside a successful HTTP answer.
-                body = self._control_failure(
-                    "GW-0010",
-                    "API rate limit exceeded. Please retry the request later.",
-                    sender_id="",
-                )
-                return self._xml(body, headers={"Retry-After": str(fault.retry_after)})
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                with self._lock:
-                    self._sessions.clear()
+        forced = fault_response(
+            self.faults.take(), throttled=self._rate_limited, token_expired=self._expire_sessions
+        )
+        if forced is not None:
+            return forced
         if request.path != GATEWAY_PATH or request.method != "POST":
             return Response("Not Found", status=404, mimetype="text/plain")
         payload = request.get_data(as_text=True)
@@ -715,9 +680,9 @@ class IntacctSandbox:
             first = bounds.changed_since.date() - dt.timedelta(days=7)
         first = max(first or self.company.start, self.company.start)
         last = min(last or self.company.end, self.company.end)
-        return set(_days(first, last))
+        return set(days_between(first, last))
 
-    def _documents(self, bounds: _Bounds, document_type: SpendDocumentType) -> list[_Document]:
+    def _documents(self, bounds: _Bounds, document_type: SpendDocumentType) -> list[SpendDocument]:
         days = self._candidate_days(
             bounds, lambda key: _day_of_document(self.company, str(key)[:10])
         )
@@ -728,7 +693,7 @@ class IntacctSandbox:
             }
         documents = []
         for day in sorted(days):
-            for document in _spend_documents(self.company, day):
+            for document in spend_documents(self.company, day):
                 self._document_types[document.document_id] = document.document_type
                 if document.document_type is document_type:
                     documents.append(document)
@@ -753,7 +718,7 @@ class IntacctSandbox:
 
         return render
 
-    def _spend_header(self, object_name: str, document: _Document) -> dict[str, str]:
+    def _spend_header(self, object_name: str, document: SpendDocument) -> dict[str, str]:
         first = document.lines[0]
         header = first if isinstance(first, dict) else first.model_dump()
         total = sum(
@@ -783,7 +748,7 @@ class IntacctSandbox:
         return row
 
     def _spend_line(
-        self, header_object: str, document: _Document, line: SpendRecord | dict
+        self, header_object: str, document: SpendDocument, line: SpendRecord | dict
     ) -> dict[str, str]:
         raw = line if isinstance(line, dict) else None
         number = raw["line_number"] if raw else line.line_number
@@ -883,7 +848,7 @@ class IntacctSandbox:
         for natural_key, day, deleted_at in self.company.deleted_since(RecordKind.SPEND, epoch):
             document_id = natural_key.split("/")[0]
             if day is not None and not any(
-                d.document_id == document_id for d in _spend_documents(self.company, day)
+                d.document_id == document_id for d in spend_documents(self.company, day)
             ):
                 deleted_documents[document_id] = (day, deleted_at)
         for document_id, (_, deleted_at) in deleted_documents.items():

@@ -54,10 +54,9 @@ from werkzeug.wrappers import Request, Response
 from erp_connector_dagster.records import RecordKind, SpendDocumentType
 from erp_connector_dagster.sandbox.company import INDUSTRIES, LOCATIONS, SandboxCompany
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
 
 SYSTEM_ID = "ECC"
@@ -1151,6 +1150,15 @@ def soap_fault(name: str, text: str) -> Response:
     return Response(body, status=500, mimetype="text/xml")
 
 
+def _icm_overloaded(fault: Fault) -> Response:
+    # The ICM in front of the RFC handler sheds load with 503 and Retry-After, not 429.
+    response = Response(
+        "<html><body>503 Service Unavailable</body></html>", status=503, mimetype="text/html"
+    )
+    response.headers["Retry-After"] = str(max(1, math.ceil(fault.retry_after)))
+    return response
+
+
 class EccSoapRfc:
     """The SOAP RFC endpoint of one sandbox ECC client."""
 
@@ -1167,24 +1175,16 @@ class EccSoapRfc:
     def __call__(self, environ, start_response):
         return self.dispatch(Request(environ))(environ, start_response)
 
+    def _expire_sessions(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
     def dispatch(self, request: Request) -> Response:
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                response = Response(
-                    "<html><body>503 Service Unavailable</body></html>",
-                    status=503,
-                    mimetype="text/html",
-                )
-                response.headers["Retry-After"] = str(max(1, math.ceil(fault.retry_after)))
-                return response
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                with self._lock:
-                    self._sessions.clear()
+        forced = fault_response(
+            self.faults.take(), throttled=_icm_overloaded, token_expired=self._expire_sessions
+        )
+        if forced is not None:
+            return forced
         if request.path != SOAP_RFC_PATH:
             return Response("Service cannot be reached", status=404, mimetype="text/html")
         if request.method != "POST":

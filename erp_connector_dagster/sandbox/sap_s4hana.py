@@ -44,7 +44,6 @@ per 100 units.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import json
@@ -52,7 +51,6 @@ import math
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -73,11 +71,11 @@ from erp_connector_dagster.records import (
 )
 from erp_connector_dagster.sandbox.company import INDUSTRIES, LOCATIONS, SandboxCompany
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
 )
+from erp_connector_dagster.sandbox.oauth import TokenStore, basic_credentials
 
 SYSTEM_ID = "S4H"
 SAP_CLIENT = "100"
@@ -752,6 +750,15 @@ def sort_entities(entities: list[Entity], order: list[tuple[str, bool]]) -> list
             reverse=descending,
         )
     return result
+
+
+def _rate_limited(fault: Fault) -> Response:
+    return odata_error_response(
+        429,
+        "HTTP/429",
+        "Too many requests; the rate limit is exceeded",
+        Retry_After=str(max(1, math.ceil(fault.retry_after))),
+    )
 
 
 def odata_error_response(status: int, code: str, message: str, **headers: str) -> Response:
@@ -1463,19 +1470,8 @@ class _Sessions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.tokens: dict[str, float] = {}
+        self.tokens = TokenStore(lifetime_seconds=TOKEN_LIFETIME_SECONDS)
         self.cookies: set[str] = set()
-
-    def issue_token(self) -> str:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            self.tokens[token] = time.time() + TOKEN_LIFETIME_SECONDS
-        return token
-
-    def token_valid(self, token: str) -> bool:
-        with self._lock:
-            expiry = self.tokens.get(token)
-        return expiry is not None and expiry > time.time()
 
     def issue_cookie(self) -> str:
         cookie = secrets.token_urlsafe(24)
@@ -1488,8 +1484,8 @@ class _Sessions:
             return cookie is not None and cookie in self.cookies
 
     def expire_all(self) -> None:
+        self.tokens.revoke_all()
         with self._lock:
-            self.tokens.clear()
             self.cookies.clear()
 
 
@@ -1522,21 +1518,11 @@ class S4HanaEmulator:
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                return odata_error_response(
-                    429,
-                    "HTTP/429",
-                    "Too many requests; the rate limit is exceeded",
-                    Retry_After=str(max(1, math.ceil(fault.retry_after))),
-                )
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                self.sessions.expire_all()
+        forced = fault_response(
+            self.faults.take(), throttled=_rate_limited, token_expired=self.sessions.expire_all
+        )
+        if forced is not None:
+            return forced
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, arguments = adapter.match()
@@ -1556,23 +1542,13 @@ class S4HanaEmulator:
 
     # Auth
 
-    def _basic_pair(self, request: Request) -> tuple[str, str] | None:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
-            return None
-        try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return user, password
-
     def _credentials_ok(self, user: str, password: str) -> bool:
         return secrets.compare_digest(user, self.username) and secrets.compare_digest(
             password, self.password
         )
 
     def token(self, request: Request) -> Response:
-        pair = self._basic_pair(request) or (
+        pair = basic_credentials(request) or (
             request.form.get("client_id", ""),
             request.form.get("client_secret", ""),
         )
@@ -1591,7 +1567,7 @@ class S4HanaEmulator:
             )
         return _json(
             {
-                "access_token": self.sessions.issue_token(),
+                "access_token": self.sessions.tokens.issue(),
                 "token_type": "Bearer",
                 "expires_in": TOKEN_LIFETIME_SECONDS,
                 "scope": " ".join(f"{service}_0001" for service in SERVICES),
@@ -1602,7 +1578,7 @@ class S4HanaEmulator:
     def authenticate(self, request: Request) -> Response | None:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            if self.sessions.token_valid(header[7:].strip()):
+            if self.sessions.tokens.valid(header[7:].strip()):
                 return None
             response = Response("Logon failed", status=401, mimetype="text/html")
             response.headers["WWW-Authenticate"] = (
@@ -1610,7 +1586,7 @@ class S4HanaEmulator:
                 'error_description="The access token is invalid or has expired"'
             )
             return response
-        pair = self._basic_pair(request)
+        pair = basic_credentials(request)
         if pair is not None and self._credentials_ok(*pair):
             request.environ["sandbox.new_cookie"] = self.sessions.issue_cookie()
             return None

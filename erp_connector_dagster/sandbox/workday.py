@@ -26,7 +26,6 @@ chosen when the data source or report is configured).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import re
@@ -49,12 +48,17 @@ from erp_connector_dagster.records import (
     Vendor,
 )
 from erp_connector_dagster.sandbox.company import SandboxCompany
-from erp_connector_dagster.sandbox.dynamics365_fo import TokenStore
 from erp_connector_dagster.sandbox.faults import (
+    Fault,
     FaultKind,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
+)
+from erp_connector_dagster.sandbox.oauth import (
+    TokenStore,
+    basic_credentials,
+    bearer,
+    client_authenticated,
 )
 
 UTC = dt.timezone.utc
@@ -227,6 +231,12 @@ def since_bound(conditions, field_name: str) -> dt.datetime | None:
     return None
 
 
+def _throttled(fault: Fault) -> Response:
+    return error_response(
+        429, "Too many requests; retry later.", {"Retry-After": str(int(fault.retry_after))}
+    )
+
+
 class WorkdayEmulator:
     """The WSGI application of one emulated Workday tenant."""
 
@@ -269,17 +279,11 @@ class WorkdayEmulator:
         fault = self.faults.take()
         if fault is not None and fault.kind is FaultKind.EXPIRE_TOKEN:
             self.tokens.revoke_all()
-        authorization = request.headers.get("Authorization", "")
-        if not authorization.startswith("Bearer ") or not self.tokens.valid(authorization[7:]):
+        if not self.tokens.valid(bearer(request)):
             return error_response(401, "invalid_token")
-        if fault is not None and fault.kind is FaultKind.THROTTLE:
-            return error_response(
-                429, "Too many requests; retry later.", {"Retry-After": str(int(fault.retry_after))}
-            )
-        if fault is not None and fault.kind is FaultKind.SERVER_ERROR:
-            return server_error_response(fault)
-        if fault is not None and fault.kind is FaultKind.DROP_CONNECTION:
-            return dropped_connection_response()
+        forced = fault_response(fault, throttled=_throttled)
+        if forced is not None:
+            return forced
         if path == f"ccx/api/wql/v1/{SANDBOX_TENANT}/data" and request.method in ("GET", "POST"):
             return self._wql(request)
         prefix = f"ccx/service/customreport2/{SANDBOX_TENANT}/{REPORT_OWNER}/"
@@ -292,19 +296,7 @@ class WorkdayEmulator:
 
     def _token(self, request: Request) -> Response:
         self.token_requests += 1
-        client_id = client_secret = ""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            try:
-                client_id, _, client_secret = base64.b64decode(header[6:]).decode().partition(":")
-            except ValueError:
-                pass
-        if not (
-            secrets.compare_digest(client_id.encode(), self.credentials["client_id"].encode())
-            and secrets.compare_digest(
-                client_secret.encode(), self.credentials["client_secret"].encode()
-            )
-        ):
+        if not client_authenticated(basic_credentials(request), self.credentials):
             return Response(
                 json.dumps({"error": "invalid_client"}), status=401, mimetype="application/json"
             )

@@ -22,12 +22,9 @@ import datetime as dt
 import email.utils
 import json
 import re
-import secrets
 import threading
-import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from werkzeug.exceptions import HTTPException, NotFound
@@ -44,11 +41,22 @@ from erp_connector_dagster.records import (
     Vendor,
 )
 from erp_connector_dagster.sandbox.company import INDUSTRIES, SandboxCompany
+from erp_connector_dagster.sandbox.dialect import (
+    SpendDocument,
+    days_between,
+    exact_json,
+    spend_documents,
+)
 from erp_connector_dagster.sandbox.faults import (
-    FaultKind,
+    Fault,
     FaultPlan,
-    dropped_connection_response,
-    server_error_response,
+    fault_response,
+)
+from erp_connector_dagster.sandbox.oauth import (
+    TokenStore,
+    basic_credentials,
+    bearer,
+    client_authenticated,
 )
 
 SANDBOX_TENANT_ID = "0d4c6a6e-2f51-4a8c-9a2e-6b5a1f3e7c21"
@@ -68,7 +76,6 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 CARD_ACCOUNT_CODE = "090"
 _NAMESPACE = uuid.UUID("6f1b0c1e-8a53-4c61-a0a5-5a8f0b9d2c77")
-_DECIMAL_MARK = "\u0000decimal:"
 
 SPEND_ENDPOINTS: dict[str, tuple[str, str, SpendDocumentType]] = {
     # endpoint: (collection key, Type value, the documents it holds)
@@ -84,15 +91,22 @@ def _xero_id(*parts: object) -> str:
 
 def _json(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """JSON with decimals written as numbers carrying their exact digits."""
+    return Response(
+        exact_json(payload), status=status, mimetype="application/json", headers=headers
+    )
 
-    def encode(value: object) -> object:
-        if isinstance(value, Decimal):
-            return f"{_DECIMAL_MARK}{value}"
-        raise TypeError(f"cannot encode {type(value).__name__}")
 
-    text = json.dumps(payload, default=encode)
-    text = re.sub(r'"\\u0000decimal:([^"]*)"', r"\1", text)
-    return Response(text, status=status, mimetype="application/json", headers=headers)
+def _rate_limited(fault: Fault) -> Response:
+    return Response(
+        "Rate limit exceeded",
+        status=429,
+        mimetype="text/plain",
+        headers={
+            "Retry-After": str(max(int(round(fault.retry_after)), 1)),
+            "X-Rate-Limit-Problem": "minute",
+            "X-MinLimit-Remaining": "0",
+        },
+    )
 
 
 def _problem(title: str, status: int, detail: str, headers: dict | None = None) -> Response:
@@ -245,44 +259,6 @@ def _if_modified_since(header: str | None) -> dt.datetime | None:
 # Documents assembled from the company's lines
 
 
-@dataclass
-class _Document:
-    document_id: str
-    document_type: SpendDocumentType
-    day: dt.date
-    lines: list = field(default_factory=list)
-
-    @property
-    def updated_at(self) -> dt.datetime:
-        return max(_line_updated(line) for line in self.lines)
-
-
-def _line_updated(line: SpendRecord | dict) -> dt.datetime:
-    if isinstance(line, dict):
-        return dt.datetime.fromisoformat(line["updated_at"])
-    return line.updated_at or dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def _spend_documents(company: SandboxCompany, day: dt.date) -> list[_Document]:
-    documents: dict[str, _Document] = {}
-    for line in company.records(RecordKind.SPEND, day):
-        documents.setdefault(
-            line.document_id, _Document(line.document_id, line.document_type, day)
-        ).lines.append(line)
-    for bad in company.bad_spend_lines(day):
-        documents.setdefault(
-            bad["document_id"], _Document(bad["document_id"], SpendDocumentType.INVOICE, day)
-        ).lines.append(bad)
-    return list(documents.values())
-
-
-def _days(start: dt.date, end: dt.date) -> Iterable[dt.date]:
-    day = start
-    while day <= end:
-        yield day
-        day += dt.timedelta(days=1)
-
-
 class XeroSandbox:
     """Renders the synthetic company as a Xero organisation and serves the API."""
 
@@ -294,7 +270,7 @@ class XeroSandbox:
         self.credentials = credentials
         self.tenant_id = SANDBOX_TENANT_ID
         self._lock = threading.Lock()
-        self._access_tokens: dict[str, float] = {}
+        self._access_tokens = TokenStore(lifetime_seconds=ACCESS_TOKEN_SECONDS)
         # Deleted documents stay listed as DELETED; remember what each one was.
         self._document_types: dict[str, SpendDocumentType] = {}
         self._url_map = Map(
@@ -311,26 +287,11 @@ class XeroSandbox:
         return self._dispatch(request)(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
-        fault = self.faults.take()
-        if fault is not None:
-            if fault.kind is FaultKind.THROTTLE:
-                return Response(
-                    "Rate limit exceeded",
-                    status=429,
-                    mimetype="text/plain",
-                    headers={
-                        "Retry-After": str(max(int(round(fault.retry_after)), 1)),
-                        "X-Rate-Limit-Problem": "minute",
-                        "X-MinLimit-Remaining": "0",
-                    },
-                )
-            if fault.kind is FaultKind.SERVER_ERROR:
-                return server_error_response(fault)
-            if fault.kind is FaultKind.DROP_CONNECTION:
-                return dropped_connection_response()
-            if fault.kind is FaultKind.EXPIRE_TOKEN:
-                with self._lock:
-                    self._access_tokens.clear()
+        forced = fault_response(
+            self.faults.take(), throttled=_rate_limited, token_expired=self._expire_tokens
+        )
+        if forced is not None:
+            return forced
         try:
             endpoint, arguments = self._url_map.bind_to_environ(request.environ).match()
         except NotFound:
@@ -358,19 +319,19 @@ class XeroSandbox:
 
     # OAuth 2.0
 
+    def _expire_tokens(self) -> None:
+        self._access_tokens.revoke_all()
+
     def _token(self, request: Request) -> Response:
-        client = request.authorization
-        client_id = client.username if client else request.form.get("client_id")
-        client_secret = (client.password if client else request.form.get("client_secret")) or ""
-        if client_id != self.credentials["client_id"] or not secrets.compare_digest(
-            client_secret, self.credentials["client_secret"]
-        ):
+        client = basic_credentials(request) or (
+            request.form.get("client_id", ""),
+            request.form.get("client_secret", ""),
+        )
+        if not client_authenticated(client, self.credentials):
             return _json({"error": "invalid_client"}, status=400)
         if request.form.get("grant_type") != "client_credentials":
             return _json({"error": "unsupported_grant_type"}, status=400)
-        access_token = "eyJhbGciOiJSUzI1NiIsImtpZCI6" + secrets.token_urlsafe(40)
-        with self._lock:
-            self._access_tokens[access_token] = time.monotonic() + ACCESS_TOKEN_SECONDS
+        access_token = self._access_tokens.issue(prefix="eyJhbGciOiJSUzI1NiIsImtpZCI6")
         return _json(
             {
                 "access_token": access_token,
@@ -382,11 +343,7 @@ class XeroSandbox:
         )
 
     def _refuse(self, request: Request, needs_tenant: bool) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
-        with self._lock:
-            expires = self._access_tokens.get(token)
-        if expires is None or expires < time.monotonic():
+        if not self._access_tokens.valid(bearer(request)):
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
             return _problem(
                 "Unauthorized",
@@ -516,7 +473,7 @@ class XeroSandbox:
             # Base documents change at most a few days after their date; later edits are
             # found through the company's change log below.
             first = max(first, since.date() - dt.timedelta(days=7))
-        return list(_days(first, last))
+        return list(days_between(first, last))
 
     def _spend(
         self,
@@ -536,7 +493,7 @@ class XeroSandbox:
             }
         entities = []
         for day in sorted(days):
-            for document in _spend_documents(self.company, day):
+            for document in spend_documents(self.company, day):
                 self._document_types[document.document_id] = document.document_type
                 if document.document_type is document_type:
                     entities.append(self._spend_document(collection, document, with_lines))
@@ -559,7 +516,7 @@ class XeroSandbox:
                 continue
             if self._document_types.get(document_id, SpendDocumentType.INVOICE) is not (
                 document_type
-            ) or any(d.document_id == document_id for d in _spend_documents(self.company, day)):
+            ) or any(d.document_id == document_id for d in spend_documents(self.company, day)):
                 continue
             key, number = self._keys(collection)
             tombstones[document_id] = {
@@ -582,7 +539,7 @@ class XeroSandbox:
             "BankTransactions": ("BankTransactionID", "Reference"),
         }[collection]
 
-    def _spend_document(self, collection: str, document: _Document, with_lines: bool) -> dict:
+    def _spend_document(self, collection: str, document: SpendDocument, with_lines: bool) -> dict:
         first = document.lines[0]
         header = first if isinstance(first, dict) else first.model_dump()
         line_items = [self._line_item(line) for line in document.lines]
@@ -664,7 +621,7 @@ class XeroSandbox:
         last = request.args.get("DateTo")
         days = (
             set(
-                _days(
+                days_between(
                     max(
                         dt.date.fromisoformat(first[:10]) if first else self.company.start,
                         self.company.start,

@@ -16,9 +16,11 @@ Secrets are referenced by environment variable name only; the file never holds t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
@@ -31,6 +33,17 @@ BATCH_SIZE_ENV = "ERP_CONNECTOR_BATCH_SIZE"
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_DATA_DIR = Path.home() / ".erp-connector"
+
+
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+
+def _is_link_local(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_link_local or address.is_unspecified
 
 
 class SecretRef(BaseModel):
@@ -54,6 +67,10 @@ class ConnectionConfig(BaseModel):
         allowed = ("http://", "https://", "postgresql://", "postgres://")
         if not value.startswith(allowed):
             raise ValueError(f"base_url must start with one of {', '.join(allowed)}")
+        host = (urlsplit(value).hostname or "").lower()
+        if host in METADATA_HOSTS or _is_link_local(host):
+            # Cloud metadata endpoints hand out credentials; no ERP lives there.
+            raise ValueError(f"base_url host {host!r} is a link-local or metadata address")
         return value.rstrip("/")
 
     @property

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 from tenacity import (
@@ -139,6 +140,8 @@ class ErpHttpClient:
     def _send_once(self, method: str, path: str, **kwargs) -> requests.Response:
         self.ensure_authenticated()
         kwargs.setdefault("timeout", self.timeout_seconds)
+        # A redirect could carry credentials to a host nobody configured: refuse it instead.
+        kwargs.setdefault("allow_redirects", False)
         response = self._send(method, path, **kwargs)
         if response.status_code == 401 and self._authenticate is not None:
             self.reauthenticate()
@@ -147,6 +150,13 @@ class ErpHttpClient:
             raise ErpAuthError(
                 self.connection,
                 f"{method} {path} refused ({response.status_code})",
+                response.status_code,
+            )
+        if response.is_redirect:
+            target = urlsplit(response.headers.get("Location", "")).netloc or "elsewhere"
+            raise ErpRequestError(
+                self.connection,
+                f"{method} {path} redirected to {target}; redirects are not followed",
                 response.status_code,
             )
         wait = self._throttle_signal(response)

@@ -2,13 +2,15 @@
 
 Published Business Central payloads parsed over real HTTP, the Entra ID handshake and token
 renewal, the expired-token and throttling answers, server-driven paging under a path prefix,
-F&O's date and credit-note conventions, Business Central's dimensions and positive credit memos.
+F&O's date and credit-note conventions, Business Central's dimensions and positive credit memos,
+and on-hand: today's through the standard entities, past days only through the snapshot extension.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -30,6 +32,7 @@ from erp_connector_dagster.erp.dynamics365 import (
 )
 from erp_connector_dagster.erp.http import ErpAuthError
 from erp_connector_dagster.records import (
+    InventorySnapshot,
     RecordKind,
     RecordStatus,
     SpendDocumentType,
@@ -155,7 +158,10 @@ def test_published_business_central_payloads_parse_to_canonical_records() -> Non
         }
     )
     with Loopback(app) as base_url:
-        source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+        # Without the snapshot page, inventory is today's `items.inventory`.
+        source = _source(
+            Dynamics365BusinessCentralSource, base_url, dynamics365_bc, onhand_snapshot_api=""
+        )
         read = {
             kind: [r for b in source.fetch(kind, SyncWindow()) for r in b.records]
             for kind in source.supported_kinds
@@ -195,6 +201,12 @@ def test_published_business_central_payloads_parse_to_canonical_records() -> Non
     [item] = read[RecordKind.MATERIAL]
     assert (item.material_id, item.description) == ("1896-S", "ATHENS Desk")
     assert item.material_group == "TABLE" and item.base_unit == "PCS"
+
+    [on_hand] = read[RecordKind.INVENTORY]
+    assert on_hand.snapshot_date == dt.datetime.now(UTC).date()
+    assert (on_hand.material_id, on_hand.location, on_hand.unit) == ("1896-S", "ALL", "PCS")
+    assert on_hand.quantity == Decimal("4") and on_hand.unit_cost == Decimal("780.7")
+    assert on_hand.value == Decimal("3122.80") and on_hand.currency is None
 
 
 # --- Entra ID sign-in -----------------------------------------------------------------------
@@ -460,3 +472,142 @@ def test_business_central_canceled_invoice_is_voided(bc, company) -> None:
     voided = {r.natural_key for r in records if r.status is RecordStatus.VOIDED}
     assert first.natural_key in voided
     assert all(r.document_id == first.document_id for r in records if r.natural_key in voided)
+
+
+# --- On-hand: today through the standard entities, past days through the extension -----------
+
+
+def _read(source, kind: RecordKind, window: SyncWindow) -> list:
+    return [record for batch in source.fetch(kind, window) for record in batch.records]
+
+
+def _stock(records) -> list[dict]:
+    return sorted(
+        (r.model_dump(exclude={"connection", "source_id", "updated_at"}) for r in records),
+        key=str,
+    )
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(UTC).date()
+
+
+def _latest_stock(company: SandboxCompany) -> list[InventorySnapshot]:
+    """What the emulators serve as on-hand now: the company's latest business day."""
+    return company.records(RecordKind.INVENTORY, company.business_days()[-1])
+
+
+def _assert_past_day_yields_nothing_and_is_noted_once(source, company, caplog) -> None:
+    past = SyncWindow.for_day(company.business_days()[-3])
+
+    with caplog.at_level(logging.WARNING, logger="erp_connector_dagster.erp.dynamics365"):
+        reads = [_read(source, RecordKind.INVENTORY, past) for _ in range(2)]
+
+    assert reads == [[], []]
+    notes = [r for r in caplog.records if "snapshot extension" in r.getMessage()]
+    assert len(notes) == 1
+
+
+def test_finance_on_hand_today_is_warehouses_on_hand_summed_per_item_and_warehouse(
+    fo, company, caplog
+) -> None:
+    _, base_url = fo
+    source = _source(Dynamics365FinanceSource, base_url, dynamics365_fo, onhand_snapshot_entity="")
+    today = _today()
+
+    records = _read(source, RecordKind.INVENTORY, SyncWindow.for_day(today))
+
+    # WarehousesOnHandV2 carries no cost: unit cost, value and currency stay empty.
+    expected = [
+        snapshot.model_copy(
+            update={"snapshot_date": today, "unit_cost": None, "value": None, "currency": None}
+        )
+        for snapshot in _latest_stock(company)
+    ]
+    assert records and _stock(records) == _stock(expected)
+    assert source.changed_days(RecordKind.INVENTORY, dt.datetime.now(UTC)).days == {today}
+    _assert_past_day_yields_nothing_and_is_noted_once(source, company, caplog)
+
+
+def test_business_central_on_hand_today_is_items_inventory_at_one_location(
+    bc, company, caplog
+) -> None:
+    _, base_url = bc
+    source = _source(
+        Dynamics365BusinessCentralSource, base_url, dynamics365_bc, onhand_snapshot_api=""
+    )
+    today = _today()
+
+    records = _read(source, RecordKind.INVENTORY, SyncWindow.for_day(today))
+
+    # items.inventory is the total over every location; unitCost the average cost of it.
+    totals: dict[str, tuple[Decimal, Decimal, str | None]] = {}
+    for snapshot in _latest_stock(company):
+        quantity, value, _ = totals.get(snapshot.material_id, (Decimal(0), Decimal(0), None))
+        totals[snapshot.material_id] = (
+            quantity + snapshot.quantity,
+            value + snapshot.value,
+            snapshot.unit,
+        )
+    expected = []
+    for material_id, (quantity, value, unit) in totals.items():
+        unit_cost = (value / quantity).quantize(Decimal("0.00001"))
+        expected.append(
+            InventorySnapshot(
+                connection="",
+                source_id="",
+                snapshot_date=today,
+                material_id=material_id,
+                location="ALL",
+                quantity=quantity,
+                unit=unit,
+                unit_cost=unit_cost,
+                value=(quantity * unit_cost).quantize(Decimal("0.01")),
+            )
+        )
+    assert records and _stock(records) == _stock(expected)
+    assert source.changed_days(RecordKind.INVENTORY, dt.datetime.now(UTC)).days == {today}
+    _assert_past_day_yields_nothing_and_is_noted_once(source, company, caplog)
+
+
+@pytest.mark.parametrize("system", ["fo", "bc"])
+def test_snapshot_extension_reads_past_days_exactly(system, company, request) -> None:
+    module, cls = {
+        "fo": (dynamics365_fo, Dynamics365FinanceSource),
+        "bc": (dynamics365_bc, Dynamics365BusinessCentralSource),
+    }[system]
+    _, base_url = request.getfixturevalue(system)
+    source = _source(cls, base_url, module)
+    first, last = company.business_days()[-6], company.business_days()[-4]
+
+    records = _read(
+        source,
+        RecordKind.INVENTORY,
+        SyncWindow(start=first, end=last + dt.timedelta(days=1)),
+    )
+
+    truth = company.records_between(RecordKind.INVENTORY, first, last + dt.timedelta(days=1))
+    assert records and _stock(records) == _stock(truth)
+    since = dt.datetime.combine(last, dt.time(), UTC)
+    days = source.changed_days(RecordKind.INVENTORY, since).days
+    assert min(days) == last - dt.timedelta(days=source.lookback_days)
+    assert max(days) == _today()
+
+
+def test_past_on_hand_without_the_extension_is_reported_as_an_incomplete_read() -> None:
+    from erp_connector_dagster.erp.base import SyncWindow
+    from erp_connector_dagster.erp.dynamics365 import Dynamics365FinanceSource
+
+    source = Dynamics365FinanceSource(
+        connection_name="no-extension",
+        base_url="http://127.0.0.1:9/unused",
+        tenant_id="t",
+        client_id="c",
+        client_secret="s",
+    )
+    past = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=30)
+
+    batches = list(source.fetch(RecordKind.INVENTORY, SyncWindow.for_day(past)))
+
+    assert [batch.complete for batch in batches] == [False]
+    assert not batches[0].records

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -451,3 +452,51 @@ def test_changed_days_reads_only_dates(sandbox: Sandbox) -> None:
     assert day in summary.days
     for row in answer.find("operation/result/data"):
         assert sorted(child.tag for child in row) == ["WHENCREATED", "WHENMODIFIED"]
+
+
+# On hand: today from item warehouse details, past days from the snapshot object
+
+
+def test_on_hand_today_without_the_snapshot_object_is_item_warehouse_details(
+    sandbox: Sandbox, caplog
+) -> None:
+    source = sandbox.source.model_copy(update={"onhand_snapshot_object": None})
+    company = sandbox.company
+    today = dt.datetime.now(UTC).date()
+    past = SyncWindow.for_day(company.business_days()[-3])
+
+    records = read(source, RecordKind.INVENTORY, SyncWindow.for_day(today))
+    with caplog.at_level(logging.WARNING, logger="erp_connector_dagster.erp.sage_intacct"):
+        past_reads = [read(source, RecordKind.INVENTORY, past) for _ in range(2)]
+
+    # Item warehouse details hold quantities only: no cost, value or currency; the unit is
+    # the item's base unit. The emulator's "now" is the company's latest business day.
+    latest = company.records(RecordKind.INVENTORY, company.business_days()[-1])
+    expected = [
+        snapshot.model_copy(
+            update={"snapshot_date": today, "unit_cost": None, "value": None, "currency": None}
+        )
+        for snapshot in latest
+    ]
+    assert records
+    assert sorted(map(comparable, records), key=str) == sorted(map(comparable, expected), key=str)
+    assert past_reads == [[], []]
+    notes = [r for r in caplog.records if "snapshot object" in r.getMessage()]
+    assert len(notes) == 1
+    assert source.changed_days(RecordKind.INVENTORY, dt.datetime.now(UTC)).days == {today}
+
+
+def test_snapshot_object_reads_several_past_days_exactly(sandbox: Sandbox) -> None:
+    company = sandbox.company
+    first, last = company.business_days()[-7], company.business_days()[-5]
+    window = SyncWindow(start=first, end=last + dt.timedelta(days=1))
+
+    records = read(sandbox.source, RecordKind.INVENTORY, window)
+
+    truth = company.records_between(RecordKind.INVENTORY, first, last + dt.timedelta(days=1))
+    assert len({r.snapshot_date for r in records}) == 3
+    assert sorted(map(comparable, records), key=str) == sorted(map(comparable, truth), key=str)
+    since = dt.datetime.combine(last, dt.time(), UTC)
+    days = sandbox.source.changed_days(RecordKind.INVENTORY, since).days
+    assert min(days) == last - dt.timedelta(days=sandbox.source.lookback_days)
+    assert max(days) == dt.datetime.now(UTC).date()

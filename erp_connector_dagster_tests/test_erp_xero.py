@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ from erp_connector_dagster.erp.xero import (
     XeroSource,
     disposition,
     material_from_item,
+    on_hand_from_item,
     parse_xero_date,
     purchase_order_from_document,
     spend_from_document,
     vendor_from_contact,
 )
 from erp_connector_dagster.records import (
+    InventorySnapshot,
     PurchaseOrder,
     PurchaseOrderLine,
     RecordKind,
@@ -406,3 +409,64 @@ def test_where_language_of_the_emulator() -> None:
     assert clauses[2].value == "A AND B"
     with pytest.raises(emulator.WhereError):
         emulator.parse_where("Type = ACCPAY")
+
+
+# On hand: today only, one figure per item
+
+
+def test_tracked_item_is_todays_on_hand_of_the_whole_organisation() -> None:
+    item = {"ItemID": "9a59", "Code": "GB1-White", "QuantityOnHand": Decimal("12.5")}
+    today = dt.date(2026, 12, 3)
+
+    snapshot = on_hand_from_item({**item, "TotalCostPool": Decimal("310.00")}, "xero", today, "ALL")
+
+    assert (snapshot.material_id, snapshot.location, snapshot.snapshot_date) == (
+        "GB1-White",
+        "ALL",
+        today,
+    )
+    assert snapshot.quantity == Decimal("12.5") and snapshot.value == Decimal("310.00")
+    assert snapshot.unit is None and snapshot.unit_cost is None and snapshot.currency is None
+    assert on_hand_from_item(item, "xero", today, "ALL").value is None
+
+
+def test_on_hand_today_is_quantity_on_hand_per_item_and_past_days_are_not_read(
+    sandbox: Sandbox, caplog
+) -> None:
+    company = sandbox.company
+    today = dt.datetime.now(UTC).date()
+    past = SyncWindow.for_day(company.business_days()[-3])
+
+    records = read(sandbox.source, RecordKind.INVENTORY, SyncWindow.for_day(today))
+    with caplog.at_level(logging.WARNING, logger="erp_connector_dagster.erp.xero"):
+        past_reads = [read(sandbox.source, RecordKind.INVENTORY, past) for _ in range(2)]
+
+    # Xero keeps one QuantityOnHand and TotalCostPool per item: the company's locations of
+    # its latest business day (the emulator's "now") add up, and nothing else is carried.
+    totals: dict[str, tuple[Decimal, Decimal]] = {}
+    for snapshot in company.records(RecordKind.INVENTORY, company.business_days()[-1]):
+        quantity, value = totals.get(snapshot.material_id, (Decimal(0), Decimal(0)))
+        totals[snapshot.material_id] = (quantity + snapshot.quantity, value + snapshot.value)
+    expected = [
+        InventorySnapshot(
+            connection="",
+            source_id="",
+            snapshot_date=today,
+            material_id=material_id,
+            location="ALL",
+            quantity=quantity,
+            value=value,
+        )
+        for material_id, (quantity, value) in totals.items()
+    ]
+    exact = {"connection", "source_id", "updated_at"}
+    assert records
+    assert sorted((r.model_dump(exclude=exact) for r in records), key=str) == sorted(
+        (r.model_dump(exclude=exact) for r in expected), key=str
+    )
+    assert past_reads == [[], []]
+    notes = [r for r in caplog.records if "past days" in r.getMessage()]
+    assert len(notes) == 1
+    assert sandbox.source.changed_days(RecordKind.INVENTORY, dt.datetime.now(UTC)).days == {today}
+    # Daily syncs read past days, so Xero does not offer inventory to them.
+    assert RecordKind.INVENTORY not in XeroSource.supported_kinds

@@ -104,3 +104,15 @@ def test_duplicates_met_while_paging_are_stored_once(db_connection, company) -> 
         )
 
     assert counts.received == len(records)
+
+
+def test_an_incomplete_read_marks_nothing_deleted(db_connection, company) -> None:
+    records = _as_connection(company.records(RecordKind.SPEND, DAY))
+    read_was_whole = []
+    with db_connection.cursor() as cursor:
+        _write(cursor, records)
+        counts = _write(cursor, records[3:], full_read=lambda: bool(read_was_whole))
+        rows = {key: deleted for key, _, _, deleted, _ in _rows(cursor)}
+
+    assert counts.marked_deleted == 0
+    assert not any(rows.values())

@@ -138,18 +138,18 @@ def _sync_connection(context, kind, source, database, day, window, mode):
         )
     try:
         with database.transaction() as conn, conn.cursor() as cursor:
-            rejected: list[RejectedRecord] = []
-            deleted: list[str] = []
+            state = _ReadState()
             counts = write_records(
                 cursor,
                 kind,
                 source.connection_name,
-                _collect(source.fetch(kind, window), rejected, deleted),
+                _collect(source.fetch(kind, window), state),
                 sync_id=sync_id,
                 partition_date=day,
-                full_read=mode is SyncMode.FULL,
-                deleted_keys=deleted,
+                full_read=lambda: mode is SyncMode.FULL and state.complete,
+                deleted_keys=state.deleted,
             )
+            rejected = state.rejected
             counts.quarantined = replace_quarantine(
                 cursor, source.connection_name, kind, "sync", day, rejected, sync_id
             )
@@ -215,10 +215,20 @@ def _record_sync_health(
         record_health(cursor, health, source.base_url)
 
 
-def _collect(batches, rejected: list, deleted: list) -> Iterator[Sequence[CanonicalRecord]]:
+@dataclass
+class _ReadState:
+    """What a read reported besides its records: rejects, deletions, and whether it was whole."""
+
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    complete: bool = True
+
+
+def _collect(batches, state: _ReadState) -> Iterator[Sequence[CanonicalRecord]]:
     for batch in batches:
-        rejected.extend(batch.rejected)
-        deleted.extend(batch.deleted_source_ids)
+        state.rejected.extend(batch.rejected)
+        state.deleted.extend(batch.deleted_source_ids)
+        state.complete = state.complete and batch.complete
         yield batch.records
 
 

@@ -131,6 +131,11 @@ class SyncWindow(BaseModel):
             first, after = today, tomorrow
         return [first + dt.timedelta(days=offset) for offset in range((after - first).days)]
 
+    def reaches_before_today(self, lookback_days: int) -> bool:
+        """Whether the window asks for a snapshot of a day before today (a history read)."""
+        today = dt.datetime.now(dt.timezone.utc).date()
+        return any(day != today for day in self.snapshot_days(lookback_days))
+
 
 class RecordBatch(BaseModel):
     """One page (or a few) of canonical records, with the rejects met on the way."""
@@ -143,6 +148,9 @@ class RecordBatch(BaseModel):
     high_watermark: dt.datetime | None = None
     # Records the source reported as deleted since the window's changed_since (CDC, tombstones).
     deleted_source_ids: list[str] = Field(default_factory=list)
+    # False when the source could not read all of the window (say, on-hand of a past day from an
+    # ERP that keeps only today's): then nothing missing from the read is marked deleted.
+    complete: bool = True
 
 
 class ConnectionHealth(BaseModel):

@@ -12,14 +12,25 @@ Finance & Operations: data entities under `/data/`, read across legal entities w
 `VendorInvoiceLines` (credit notes are invoices with negative amounts; a card charge is paid with
 the configured method of payment), purchase orders are `PurchaseOrderHeadersV2` expanded with
 `PurchaseOrderLinesV2`, vendors `VendorsV2`, materials `ReleasedProductsV2`. F&O writes calendar
-dates as `Edm.DateTimeOffset` at 12:00 UTC and blanks as 1900-01-01.
+dates as `Edm.DateTimeOffset` at 12:00 UTC and blanks as 1900-01-01. Today's on-hand is the
+standard `WarehousesOnHandV2` entity (InventWarehouseOnHandV2Entity: `OnHandQuantity` per
+item, site, warehouse and product dimension, summed here per item and warehouse; the unit is
+the released product's `InventoryUnitSymbol`; the entity carries no cost).
 
 Business Central: API v2.0 under `/v2.0/<tenant>/<environment>/api/v2.0/companies(<id>)/`.
 Spend is `purchaseInvoices` and `purchaseCreditMemos` expanded with their lines (credit memos
 are stored positive and negated here), purchase orders `purchaseOrders` with
 `purchaseOrderLines`, vendors and items with `defaultDimensions`. Fields the standard API does
 not carry come from dimensions: vendor `INDUSTRY`, item `COMMODITY`, line `GLACCOUNT` and
-`CAPEX`, header `PAYMENT` = `CARD` for card charges.
+`CAPEX`, header `PAYMENT` = `CARD` for card charges. Today's on-hand is the standard
+`items` entity: `inventory` (the total over all locations), `unitCost` and
+`baseUnitOfMeasureCode`; it has no location, so every item is put at `inventory_location`.
+
+Inventory of a past day: both APIs know only the current on-hand. Past days are read from a
+daily snapshot the customer adds (an F&O custom data entity named by `onhand_snapshot_entity`, a
+Business Central custom API page named by `onhand_snapshot_api`), one row per item, warehouse
+(location) and day, with unit, unit cost, value and currency. Without it a past day yields
+nothing.
 
 Neither API reports deletions, so `deleted_source_ids` stays empty: a deleted document simply
 disappears from the next read of its day.
@@ -55,6 +66,7 @@ from erp_connector_dagster.erp.http import (
 )
 from erp_connector_dagster.records import (
     CanonicalRecord,
+    InventorySnapshot,
     Material,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -189,6 +201,7 @@ class _Dynamics365Source(ErpSource):
     )
 
     _session: _EntraSession | None = PrivateAttr(default=None)
+    _past_days_noted: bool = PrivateAttr(default=False)
 
     # Subclasses
 
@@ -200,6 +213,77 @@ class _Dynamics365Source(ErpSource):
 
     def _fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         raise NotImplementedError
+
+    def _snapshot_extension(self) -> str:
+        """The configured daily on-hand snapshot extension, or "" when there is none."""
+        raise NotImplementedError
+
+    def _current_on_hand(self, today: dt.date) -> Iterator[RecordBatch]:
+        raise NotImplementedError
+
+    def _snapshot_batches(self, days: list[dt.date]) -> Iterator[RecordBatch]:
+        raise NotImplementedError
+
+    # Inventory
+
+    def _inventory(self, window: SyncWindow) -> Iterator[RecordBatch]:
+        """Past days from the snapshot extension; without it, today's on-hand only."""
+        days = window.snapshot_days(self.lookback_days)
+        if not days:
+            return
+        if self._snapshot_extension():
+            yield from self._snapshot_batches(days)
+            return
+        today = dt.datetime.now(UTC).date()
+        if today in days:
+            yield from self._current_on_hand(today)
+        if window.reaches_before_today(self.lookback_days):
+            # Past days were not read: say so, so that stored snapshots are not taken as deleted.
+            yield RecordBatch(complete=False)
+        if window.reaches_before_today(self.lookback_days) and not self._past_days_noted:
+            self._past_days_noted = True
+            logger.warning(
+                "on-hand of past days needs the daily snapshot extension; read today only",
+                extra={"connection": self.connection_name},
+            )
+
+    def _inventory_days(self, since: dt.datetime) -> ChangeSummary:
+        """Snapshot days since the cursor (with lookback); without the extension, today."""
+        if self._snapshot_extension():
+            days = SyncWindow(changed_since=since).snapshot_days(self.lookback_days)
+            return ChangeSummary(days=set(days))
+        now = dt.datetime.now(UTC)
+        return ChangeSummary(days={now.date()} if since <= now else set())
+
+    def _snapshot_record(
+        self,
+        source_id: str,
+        snapshot_date: dt.date | None,
+        material_id: object,
+        location: object,
+        quantity: Decimal,
+        unit: object = None,
+        unit_cost: object = None,
+        value: object = None,
+        currency: object = None,
+    ) -> InventorySnapshot:
+        if snapshot_date is None:
+            raise ValueError("snapshot date is blank")
+        item, place = blank_to_none(material_id), blank_to_none(location)
+        if item is None or place is None:
+            raise ValueError("item number or location is blank")
+        return InventorySnapshot(
+            connection=self.connection_name,
+            source_id=source_id,
+            snapshot_date=snapshot_date,
+            material_id=item,
+            location=place,
+            quantity=quantity,
+            unit=blank_to_none(unit),
+            unit_cost=None if unit_cost is None else parse_decimal(unit_cost, "unit cost"),
+            value=None if value is None else parse_decimal(value, "value"),
+            currency=blank_to_none(currency),
+        )
 
     # HTTP
 
@@ -320,6 +404,14 @@ def _batch(records: list[CanonicalRecord], rejected: list[RejectedRecord]) -> Re
     )
 
 
+def _snapshot_day(value: object) -> dt.date | None:
+    """A snapshot row's date, or None when unreadable (the row is then rejected)."""
+    try:
+        return parse_date(value)
+    except ValueError:
+        return None
+
+
 def _dimension_values(entity: dict, key: str, code_field: str, value_field: str) -> dict:
     return {
         str(line.get(code_field, "")).upper(): line.get(value_field)
@@ -339,17 +431,9 @@ class Dynamics365FinanceSource(_Dynamics365Source):
 
     erp_type: ClassVar[str] = "dynamics365_fo"
     api_version: ClassVar[str] = "OData v4 data entities (F&O 10.0)"
-    # Limitation: `WarehousesOnHandV2` gives today's on-hand only, not a day in the past, so
-    # F&O connections sync no daily inventory snapshots.
-    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(
-        {
-            RecordKind.SPEND,
-            RecordKind.PURCHASE_ORDER,
-            RecordKind.PURCHASE_ORDER_LINE,
-            RecordKind.VENDOR,
-            RecordKind.MATERIAL,
-        }
-    )
+    # Limitation: `WarehousesOnHandV2` gives today's on-hand only, without cost; a past day is
+    # read from the customer's snapshot entity (`onhand_snapshot_entity`), or not at all.
+    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind)
 
     legal_entity: str = Field(
         default="", description="dataAreaId to read; empty reads every legal entity."
@@ -359,6 +443,11 @@ class Dynamics365FinanceSource(_Dynamics365Source):
     )
     capex_procurement_category: str = Field(
         default="CAPEX", description="Procurement category of capital expenditure lines."
+    )
+    onhand_snapshot_entity: str = Field(
+        default="",
+        description="Entity set of a custom data entity with one on-hand row per item, "
+        "warehouse and SnapshotDate; without it only today's on-hand can be read.",
     )
 
     def _scope(self) -> str:
@@ -399,6 +488,8 @@ class Dynamics365FinanceSource(_Dynamics365Source):
             yield from self._spend(window)
         elif kind in (RecordKind.PURCHASE_ORDER, RecordKind.PURCHASE_ORDER_LINE):
             yield from self._purchase_orders(kind, window)
+        elif kind is RecordKind.INVENTORY:
+            yield from self._inventory(window)
         elif kind is RecordKind.VENDOR:
             for page in self._pages("data/VendorsV2", self._query([])):
                 yield _batch([self._vendor(row) for row in page], [])
@@ -598,11 +689,125 @@ class Dynamics365FinanceSource(_Dynamics365Source):
             commodity_code=blank_to_none(row.get("IntrastatCommodityCode")),
         )
 
+    # Inventory
+
+    def _snapshot_extension(self) -> str:
+        return self.onhand_snapshot_entity
+
+    def _current_on_hand(self, today: dt.date) -> Iterator[RecordBatch]:
+        """`WarehousesOnHandV2` summed per item and warehouse, dated today."""
+        units: dict[tuple[str, str], str | None] = {}
+        select = {"$select": "dataAreaId,ItemNumber,InventoryUnitSymbol"}
+        for page in self._pages("data/ReleasedProductsV2", self._query([], **select)):
+            for row in page:
+                units[(row.get("dataAreaId"), row.get("ItemNumber"))] = row.get(
+                    "InventoryUnitSymbol"
+                )
+        # Limitation: read across legal entities, an item and warehouse found in two of them
+        # would share one canonical key; set `legal_entity` for such environments.
+        totals: dict[tuple[str, str, str], Decimal] = {}
+        rejected: list[RejectedRecord] = []
+        select = {"$select": "dataAreaId,ItemNumber,InventoryWarehouseId,OnHandQuantity"}
+        for page in self._pages("data/WarehousesOnHandV2", self._query([], **select)):
+            for row in page:
+                key = (
+                    row.get("dataAreaId"),
+                    row.get("ItemNumber"),
+                    row.get("InventoryWarehouseId"),
+                )
+                try:
+                    quantity = parse_decimal(row.get("OnHandQuantity"), "OnHandQuantity")
+                except ValueError as error:
+                    rejected.append(
+                        self._reject(
+                            RecordKind.INVENTORY,
+                            "/".join(map(str, key)),
+                            f"unreadable on-hand row: {error}",
+                            row,
+                            today,
+                        )
+                    )
+                    continue
+                totals[key] = totals.get(key, Decimal(0)) + quantity
+        records: list[CanonicalRecord] = []
+        for (area, item, warehouse), quantity in totals.items():
+            try:
+                records.append(
+                    self._snapshot_record(
+                        f"{area}/{item}/{warehouse}/{today.isoformat()}",
+                        today,
+                        item,
+                        warehouse,
+                        quantity,
+                        unit=units.get((area, item)),
+                    )
+                )
+            except ValueError as error:
+                rejected.append(
+                    self._reject(
+                        RecordKind.INVENTORY,
+                        f"{area}/{item}/{warehouse}",
+                        f"unreadable on-hand row: {error}",
+                        {"ItemNumber": item, "InventoryWarehouseId": warehouse},
+                        today,
+                    )
+                )
+        for part in chunks(records, self.page_size):
+            yield _batch(part, rejected)
+            rejected = []
+        if rejected:
+            yield _batch([], rejected)
+
+    def _snapshot_batches(self, days: list[dt.date]) -> Iterator[RecordBatch]:
+        """Rows of the custom snapshot entity for the days asked for."""
+        wanted = set(days)
+        conditions = [
+            f"SnapshotDate ge {min(days).isoformat()}T00:00:00Z",
+            f"SnapshotDate lt {(max(days) + dt.timedelta(days=1)).isoformat()}T00:00:00Z",
+        ]
+        for page in self._pages(f"data/{self.onhand_snapshot_entity}", self._query(conditions)):
+            records: list[CanonicalRecord] = []
+            rejected: list[RejectedRecord] = []
+            for row in page:
+                day = _snapshot_day(row.get("SnapshotDate"))
+                source_id = (
+                    f"{row.get('dataAreaId')}/{row.get('ItemNumber')}/"
+                    f"{row.get('InventoryWarehouseId')}/{day}"
+                )
+                try:
+                    record = self._snapshot_record(
+                        source_id,
+                        day,
+                        row.get("ItemNumber"),
+                        row.get("InventoryWarehouseId"),
+                        parse_decimal(row.get("OnHandQuantity"), "OnHandQuantity"),
+                        unit=row.get("InventoryUnitSymbol"),
+                        unit_cost=row.get("UnitCost"),
+                        value=row.get("OnHandValue"),
+                        currency=row.get("CurrencyCode"),
+                    )
+                except (ValueError, KeyError) as error:
+                    rejected.append(
+                        self._reject(
+                            RecordKind.INVENTORY,
+                            source_id,
+                            f"unreadable on-hand snapshot: {error}",
+                            row,
+                            day,
+                        )
+                    )
+                    continue
+                if record.snapshot_date in wanted:
+                    records.append(record)
+            yield _batch(records, rejected)
+
     # Change detection
 
     def changed_days(self, kind: RecordKind, since: dt.datetime) -> ChangeSummary:
         if kind in MASTER_KINDS:
             return ChangeSummary()
+        if kind is RecordKind.INVENTORY:
+            return self._inventory_days(since)
         entity, date_field = (
             ("VendorInvoiceHeaders", "InvoiceDate")
             if kind is RecordKind.SPEND
@@ -638,20 +843,21 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
 
     erp_type: ClassVar[str] = "dynamics365_bc"
     api_version: ClassVar[str] = "API v2.0 (OData v4)"
-    # Limitation: API v2.0 offers no on-hand quantity per location and day, only the current
-    # total on `items.inventory`, so Business Central connections sync no inventory snapshots.
-    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(
-        {
-            RecordKind.SPEND,
-            RecordKind.PURCHASE_ORDER,
-            RecordKind.PURCHASE_ORDER_LINE,
-            RecordKind.VENDOR,
-            RecordKind.MATERIAL,
-        }
-    )
+    # Limitation: API v2.0 knows only today's total on `items.inventory` (no location, cost
+    # in local currency without its code); a past day, per location, is read from the
+    # customer's custom API page (`onhand_snapshot_api`), or not at all.
+    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind)
 
     environment: str = Field(default="production", description="Business Central environment.")
     company_id: str = Field(description="The company's id (a GUID) in the environment.")
+    inventory_location: str = Field(
+        default="ALL", description="Location given to today's on-hand, which has none in BC."
+    )
+    onhand_snapshot_api: str = Field(
+        default="",
+        description="'<publisher>/<group>/<version>/<entitySet>' of a custom API page with one "
+        "on-hand row per item, location and snapshotDate; without it only today's on-hand.",
+    )
 
     def _scope(self) -> str:
         return BUSINESS_CENTRAL_SCOPE
@@ -696,6 +902,8 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
             }
             for page in self._pages(f"{base}/purchaseOrders", params):
                 yield self._order_batch(kind, page)
+        elif kind is RecordKind.INVENTORY:
+            yield from self._inventory(window)
         else:
             entity_set, convert = (
                 ("vendors", self._vendor) if kind is RecordKind.VENDOR else ("items", self._item)
@@ -905,11 +1113,101 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
             commodity_code=blank_to_none(dimensions.get("COMMODITY")),
         )
 
+    # Inventory
+
+    def _snapshot_extension(self) -> str:
+        return self.onhand_snapshot_api
+
+    def _current_on_hand(self, today: dt.date) -> Iterator[RecordBatch]:
+        """`items.inventory` of inventory items, at the one configured location."""
+        params = {
+            "$filter": "type eq 'Inventory'",
+            "$select": "id,number,inventory,unitCost,baseUnitOfMeasureCode",
+        }
+        for page in self._pages(f"{self._company_path()}/items", params):
+            records: list[CanonicalRecord] = []
+            rejected: list[RejectedRecord] = []
+            for row in page:
+                source_id = f"{row.get('number')}/{self.inventory_location}/{today.isoformat()}"
+                try:
+                    quantity = parse_decimal(row.get("inventory"), "inventory")
+                    unit_cost = parse_decimal(row.get("unitCost"), "unitCost")
+                    records.append(
+                        self._snapshot_record(
+                            source_id,
+                            today,
+                            row.get("number"),
+                            self.inventory_location,
+                            quantity,
+                            unit=row.get("baseUnitOfMeasureCode"),
+                            unit_cost=unit_cost,
+                            value=(quantity * unit_cost).quantize(Decimal("0.01")),
+                        )
+                    )
+                except ValueError as error:
+                    rejected.append(
+                        self._reject(
+                            RecordKind.INVENTORY,
+                            source_id,
+                            f"unreadable item inventory: {error}",
+                            row,
+                            today,
+                        )
+                    )
+            yield _batch(records, rejected)
+
+    def _snapshot_batches(self, days: list[dt.date]) -> Iterator[RecordBatch]:
+        """Rows of the custom API page for the days asked for."""
+        publisher_group_version, _, entity_set = self.onhand_snapshot_api.rpartition("/")
+        path = (
+            f"v2.0/{resolve_secret(self.tenant_id)}/{self.environment}/api/"
+            f"{publisher_group_version}/companies({self.company_id})/{entity_set}"
+        )
+        wanted = set(days)
+        params = {
+            "$filter": f"snapshotDate ge {min(days).isoformat()} and snapshotDate lt "
+            f"{(max(days) + dt.timedelta(days=1)).isoformat()}"
+        }
+        for page in self._pages(path, params):
+            records: list[CanonicalRecord] = []
+            rejected: list[RejectedRecord] = []
+            for row in page:
+                day = _snapshot_day(row.get("snapshotDate"))
+                source_id = str(row.get("id"))
+                try:
+                    record = self._snapshot_record(
+                        source_id,
+                        day,
+                        row.get("itemNumber"),
+                        row.get("locationCode"),
+                        parse_decimal(row.get("quantity"), "quantity"),
+                        unit=row.get("baseUnitOfMeasureCode"),
+                        unit_cost=row.get("unitCost"),
+                        value=row.get("inventoryValue"),
+                        currency=row.get("currencyCode"),
+                    )
+                except ValueError as error:
+                    rejected.append(
+                        self._reject(
+                            RecordKind.INVENTORY,
+                            source_id,
+                            f"unreadable on-hand snapshot: {error}",
+                            row,
+                            day,
+                        )
+                    )
+                    continue
+                if record.snapshot_date in wanted:
+                    records.append(record)
+            yield _batch(records, rejected)
+
     # Change detection
 
     def changed_days(self, kind: RecordKind, since: dt.datetime) -> ChangeSummary:
         if kind in MASTER_KINDS:
             return ChangeSummary()
+        if kind is RecordKind.INVENTORY:
+            return self._inventory_days(since)
         entity_sets = (
             (("purchaseInvoices", "postingDate"), ("purchaseCreditMemos", "postingDate"))
             if kind is RecordKind.SPEND

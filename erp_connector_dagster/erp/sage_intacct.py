@@ -8,6 +8,12 @@ What is read, and from where:
 * purchase orders: purchasing transactions (`PODOCUMENT`/`PODOCUMENTENTRY`) of the transaction
   definition `purchase_order_docparid` ("Purchase Order"); state Converted means received;
 * vendors: `VENDOR`; materials: `ITEM` (product line as material group);
+* on hand today: `ITEMWAREHOUSEINFO` (item warehouse details: ITEMID, WAREHOUSEID and the
+  on-hand quantity `ONHAND`, a field name not confirmed against a live company's `lookup`),
+  summed per item and warehouse, with the item's base unit and no cost;
+* on hand on a past day: a Platform Services custom object of daily snapshots, named by
+  `onhand_snapshot_object` (fields SNAPSHOT_DATE, ITEMID, WAREHOUSEID, QUANTITY, UNIT,
+  UNIT_COST, VALUE, CURRENCY), read with `readByQuery` like any standard object;
 * deletions: `AUDITHISTORY` rows with ACCESSMODE "Delete".
 
 Every request carries the Web Services sender id and password in `<control>`. The first call
@@ -48,6 +54,7 @@ from pydantic import Field, PrivateAttr, ValidationError
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
     ErpSource,
+    FirstSightings,
     LatestVersions,
     RecordBatch,
     SyncWindow,
@@ -62,6 +69,7 @@ from erp_connector_dagster.erp.http import (
 )
 from erp_connector_dagster.records import (
     CanonicalRecord,
+    InventorySnapshot,
     Material,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -146,6 +154,19 @@ ITEM_FIELDS = [
     "WHENMODIFIED",
 ]
 GL_ACCOUNT_FIELDS = ["RECORDNO", "ACCOUNTNO", "CATEGORY"]
+ON_HAND_OBJECT = "ITEMWAREHOUSEINFO"
+ON_HAND_FIELDS = ["RECORDNO", "ITEMID", "WAREHOUSEID", "ONHAND"]
+SNAPSHOT_FIELDS = [
+    "RECORDNO",
+    "SNAPSHOT_DATE",
+    "ITEMID",
+    "WAREHOUSEID",
+    "QUANTITY",
+    "UNIT",
+    "UNIT_COST",
+    "VALUE",
+    "CURRENCY",
+]
 
 
 class RecordRejected(ValueError):
@@ -276,6 +297,25 @@ def material_from_row(
 def _validation(error: ValidationError) -> str:
     first = error.errors()[0]
     return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+def snapshot_from_row(row: dict[str, str], connection: str) -> InventorySnapshot:
+    """A row of the daily on-hand snapshot object as a canonical inventory snapshot."""
+    day = parse_date(row.get("SNAPSHOT_DATE"), "SNAPSHOT_DATE")
+    if not row.get("ITEMID") or not row.get("WAREHOUSEID"):
+        raise RecordRejected("ITEMID or WAREHOUSEID is missing")
+    return InventorySnapshot(
+        connection=connection,
+        source_id=f"SNAPSHOT:{row.get('RECORDNO')}",
+        snapshot_date=day,
+        material_id=row["ITEMID"],
+        location=row["WAREHOUSEID"],
+        quantity=_decimal(row.get("QUANTITY"), "QUANTITY"),
+        unit=_blank(row.get("UNIT")),
+        unit_cost=_optional_decimal(row.get("UNIT_COST"), "UNIT_COST"),
+        value=_optional_decimal(row.get("VALUE"), "VALUE"),
+        currency=_blank(row.get("CURRENCY")),
+    )
 
 
 def spend_from_rows(
@@ -432,12 +472,10 @@ class SageIntacctSource(ErpSource):
 
     erp_type: ClassVar[str] = "sage_intacct"
     api_version: ClassVar[str] = "XML Web Services, DTD 3.0"
-    # Limitation: Intacct's API gives on-hand quantities only as they are now (ITEM IONHAND,
-    # item warehouse details), not as of a past day, so dated inventory snapshots cannot be
-    # read; INVENTORY is not offered by this source.
-    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind) - {
-        RecordKind.INVENTORY
-    }
+    # Limitation: Intacct's standard objects give on-hand only as it is now (item warehouse
+    # details, without cost); a past day is read from the company's custom snapshot object
+    # (`onhand_snapshot_object`), or not at all.
+    supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind)
     # Every canonical field has a home once the custom-field options below are set.
     unmapped_fields: ClassVar[dict[RecordKind, frozenset[str]]] = {}
 
@@ -464,6 +502,11 @@ class SageIntacctSource(ErpSource):
     purchase_order_docparid: str = Field(
         default="Purchase Order", description="Transaction definition of purchase orders."
     )
+    onhand_snapshot_object: str | None = Field(
+        default=None,
+        description="Integration name of a custom object with one on-hand row per item, "
+        "warehouse and SNAPSHOT_DATE; without it only today's on-hand can be read.",
+    )
     timezone: str = Field(default="UTC", description="Time zone of the company's timestamps.")
     throttle_wait_seconds: float = Field(
         default=2.0, description="Wait after a rate-limit error that names no delay."
@@ -473,6 +516,7 @@ class SageIntacctSource(ErpSource):
     _session_id: str | None = PrivateAttr(default=None)
     _endpoint: str = PrivateAttr(default=GATEWAY_PATH)
     _reference: IntacctReference | None = PrivateAttr(default=None)
+    _past_days_noted: bool = PrivateAttr(default=False)
 
     # Connection
 
@@ -748,12 +792,17 @@ class SageIntacctSource(ErpSource):
         """Yield batches of canonical records of `kind` inside `window`, a page at a time."""
         if kind not in self.supported_kinds:
             raise ErpRequestError(self.connection_name, f"Intacct does not offer {kind.value}")
-        latest = LatestVersions()
+        # Snapshots repeat their key from day to day: they are told apart by their day.
+        latest = FirstSightings() if kind is RecordKind.INVENTORY else LatestVersions()
         for records, rejected, watermark in self._pages(kind, window):
             yield RecordBatch(
                 records=latest.keep(records), rejected=rejected, high_watermark=watermark
             )
-        if window.changed_since is not None:
+        if kind is RecordKind.INVENTORY and not self.onhand_snapshot_object:
+            if window.reaches_before_today(self.lookback_days):
+                # Past days were not read: stored snapshots must not be taken as deleted.
+                yield RecordBatch(complete=False)
+        if window.changed_since is not None and kind is not RecordKind.INVENTORY:
             deleted = self._deleted_since(kind, window.changed_since)
             if deleted:
                 yield RecordBatch(deleted_source_ids=deleted)
@@ -763,6 +812,8 @@ class SageIntacctSource(ErpSource):
             yield from self._spend_pages(window)
         elif kind in (RecordKind.PURCHASE_ORDER, RecordKind.PURCHASE_ORDER_LINE):
             yield from self._purchase_order_pages(kind, window)
+        elif kind is RecordKind.INVENTORY:
+            yield from self._inventory_pages(window)
         elif kind is RecordKind.VENDOR:
             fields = VENDOR_FIELDS + (
                 [self.vendor_industry_field.upper()] if self.vendor_industry_field else []
@@ -875,6 +926,93 @@ class SageIntacctSource(ErpSource):
                 rejected.extend(r.model_copy(update={"kind": kind}) for r in refused)
             yield records, rejected, self._watermark(headers)
 
+    def _inventory_pages(self, window: SyncWindow):
+        """Past days from the snapshot object; without it, today's on-hand only."""
+        days = window.snapshot_days(self.lookback_days)
+        if not days:
+            return
+        if self.onhand_snapshot_object:
+            yield from self._snapshot_pages(days)
+            return
+        today = dt.datetime.now(dt.timezone.utc).date()
+        if today in days:
+            yield self._current_on_hand(today)
+        if any(day != today for day in days) and not self._past_days_noted:
+            self._past_days_noted = True
+            logger.warning(
+                "on-hand of past days needs the daily snapshot object; read today only",
+                extra={"connection": self.connection_name},
+            )
+
+    def _current_on_hand(self, today: dt.date):
+        """Item warehouse details summed per item and warehouse, dated today."""
+        reference = self._reference_lists()
+        totals: dict[tuple[str, str], Decimal] = {}
+        rejected = []
+        for page in self._read(ON_HAND_OBJECT, ON_HAND_FIELDS, ""):
+            for row in page:
+                key = (row.get("ITEMID", ""), row.get("WAREHOUSEID", ""))
+                try:
+                    if not all(key):
+                        raise RecordRejected("ITEMID or WAREHOUSEID is missing")
+                    quantity = _decimal(row.get("ONHAND"), "ONHAND")
+                except RecordRejected as error:
+                    rejected.append(
+                        RejectedRecord(
+                            connection=self.connection_name,
+                            kind=RecordKind.INVENTORY,
+                            source_id=f"{ON_HAND_OBJECT}:{row.get('RECORDNO')}",
+                            reason=str(error),
+                            payload=row,
+                            partition_date=today,
+                        )
+                    )
+                    continue
+                totals[key] = totals.get(key, Decimal(0)) + quantity
+        records = [
+            InventorySnapshot(
+                connection=self.connection_name,
+                source_id=f"{ON_HAND_OBJECT}:{item}/{warehouse}/{today.isoformat()}",
+                snapshot_date=today,
+                material_id=item,
+                location=warehouse,
+                quantity=quantity,
+                unit=reference.item_units.get(item),
+            )
+            for (item, warehouse), quantity in totals.items()
+        ]
+        return records, rejected, None
+
+    def _snapshot_pages(self, days: list[dt.date]):
+        wanted = set(days)
+        after = max(days) + dt.timedelta(days=1)
+        query = (
+            f"SNAPSHOT_DATE >= {quote(min(days).strftime('%m/%d/%Y'))}"
+            f" AND SNAPSHOT_DATE < {quote(after.strftime('%m/%d/%Y'))}"
+        )
+        for page in self._read(self.onhand_snapshot_object or "", SNAPSHOT_FIELDS, query):
+            records, rejected = [], []
+            for row in page:
+                try:
+                    record = snapshot_from_row(row, self.connection_name)
+                except (RecordRejected, ValidationError) as error:
+                    reason = (
+                        _validation(error) if isinstance(error, ValidationError) else str(error)
+                    )
+                    rejected.append(
+                        RejectedRecord(
+                            connection=self.connection_name,
+                            kind=RecordKind.INVENTORY,
+                            source_id=f"SNAPSHOT:{row.get('RECORDNO')}",
+                            reason=reason,
+                            payload=row,
+                        )
+                    )
+                    continue
+                if record.snapshot_date in wanted:
+                    records.append(record)
+            yield records, rejected, None
+
     def _deleted_since(self, kind: RecordKind, since: dt.datetime) -> list[str]:
         """Source ids the audit trail reports as deleted at or after `since`."""
         object_types = {
@@ -897,6 +1035,8 @@ class SageIntacctSource(ErpSource):
         """Days holding records changed at or after `since`, reading only dates."""
         if kind not in self.supported_kinds:
             raise ErpRequestError(self.connection_name, f"Intacct does not offer {kind.value}")
+        if kind is RecordKind.INVENTORY:
+            return self._inventory_days(since)
         reads = {
             RecordKind.SPEND: [(name, None) for name in SPEND_OBJECTS],
             RecordKind.PURCHASE_ORDER: [("PODOCUMENT", self.purchase_order_docparid)],
@@ -920,6 +1060,14 @@ class SageIntacctSource(ErpSource):
                         summary.high_watermark = stamp
         return summary
 
+    def _inventory_days(self, since: dt.datetime) -> ChangeSummary:
+        """Snapshot days since the cursor (with lookback); without the object, today."""
+        if self.onhand_snapshot_object:
+            days = SyncWindow(changed_since=since).snapshot_days(self.lookback_days)
+            return ChangeSummary(days=set(days))
+        now = dt.datetime.now(dt.timezone.utc)
+        return ChangeSummary(days={now.date()} if since <= now else set())
+
 
 __all__ = [
     "IntacctReference",
@@ -930,6 +1078,7 @@ __all__ = [
     "purchase_order_from_rows",
     "quote",
     "row_fields",
+    "snapshot_from_row",
     "spend_from_rows",
     "vendor_from_row",
 ]

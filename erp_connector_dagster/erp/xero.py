@@ -9,7 +9,11 @@ What is read, and from where:
 * purchase orders: `PurchaseOrders`, lines inline (Xero numbers no lines: they are numbered
   10, 20, 30 in document order, the usual purchase-order item numbering);
 * vendors: `Contacts` where `IsSupplier==true`, archived ones included;
-* materials: `Items`.
+* materials: `Items`;
+* on hand, today only: `Items` where `IsTrackedAsInventory` is true, `QuantityOnHand` and
+  `TotalCostPool` (the value of the stock held, in the organisation's base currency). Xero
+  keeps one quantity per item for the whole organisation: no locations, no units, no unit
+  cost and no history, and it has no custom objects or tables to add a daily snapshot to.
 
 Dates are `/Date(milliseconds+0000)/`. Paging is `page` with `pageSize` (line items only come
 with paged reads), ordered by the document id so pages do not shift; the change filter is the
@@ -18,7 +22,8 @@ Status `DELETED` and become `deleted_source_ids`; voided ones are kept with stat
 Tokens come from the client-credentials grant of a Xero custom connection (30 minutes), and
 every call names the organisation in the `xero-tenant-id` header (found through
 `/connections` when not configured). Throttling is a 429 with `Retry-After` and
-`X-Rate-Limit-Problem` (minute, day or app limit). Inventory is not offered (see below).
+`X-Rate-Limit-Problem` (minute, day or app limit). Inventory is read for today only (see
+`XeroSource.supported_kinds`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from erp_connector_dagster.erp.auth import (
 from erp_connector_dagster.erp.base import (
     ChangeSummary,
     ErpSource,
+    FirstSightings,
     LatestVersions,
     RecordBatch,
     SyncWindow,
@@ -58,6 +64,7 @@ from erp_connector_dagster.erp.http import (
 )
 from erp_connector_dagster.records import (
     CanonicalRecord,
+    InventorySnapshot,
     Material,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -206,6 +213,27 @@ def material_from_item(item: dict, connection: str) -> Material:
             or item.get("Description")
             or item.get("Name")
             or item["Code"]
+        ),
+    )
+
+
+def on_hand_from_item(
+    item: dict, connection: str, snapshot_date: dt.date, location: str
+) -> InventorySnapshot:
+    """A tracked Xero `Item` as today's on-hand of the whole organisation, at `location`."""
+    if not item.get("Code"):
+        raise RecordRejected("Code is missing")
+    return InventorySnapshot(
+        connection=connection,
+        source_id=f"Items:{item.get('ItemID')}:{snapshot_date.isoformat()}",
+        snapshot_date=snapshot_date,
+        material_id=item["Code"],
+        location=location,
+        quantity=_decimal(item.get("QuantityOnHand"), "QuantityOnHand"),
+        value=(
+            _decimal(item["TotalCostPool"], "TotalCostPool")
+            if item.get("TotalCostPool") is not None
+            else None
         ),
     )
 
@@ -363,14 +391,17 @@ class XeroSource(ErpSource):
     erp_type: ClassVar[str] = "xero"
     api_version: ClassVar[str] = "Accounting API 2.0"
     # Limitation: Xero reports only the current QuantityOnHand of tracked items, for the whole
-    # organisation, with no history and no locations, so dated per-location inventory
-    # snapshots cannot be read; INVENTORY is not offered by this source.
+    # organisation, with no history and no locations, and offers no extension to keep a daily
+    # snapshot. INVENTORY is left out of the offered kinds, so day-partitioned syncs (which
+    # read past days) skip it; `fetch(INVENTORY)` of a window holding today reads today's.
     supported_kinds: ClassVar[frozenset[RecordKind]] = frozenset(RecordKind) - {
         RecordKind.INVENTORY
     }
     # Canonical fields Xero has no place for (or keeps only coarsely): no units of measure,
-    # item groups, industry or commodity codes; no "received" order status; no line dates.
+    # item groups, industry or commodity codes; no "received" order status; no line dates;
+    # on-hand has no location (all at `inventory_location`), unit, unit cost or currency.
     unmapped_fields: ClassVar[dict[RecordKind, frozenset[str]]] = {
+        RecordKind.INVENTORY: frozenset({"location", "unit", "unit_cost", "currency"}),
         RecordKind.VENDOR: frozenset({"industry_code"}),
         RecordKind.MATERIAL: frozenset({"material_group", "base_unit", "commodity_code"}),
         RecordKind.SPEND: frozenset({"unit"}),
@@ -388,11 +419,15 @@ class XeroSource(ErpSource):
         description="Token endpoint; a path starting with / is taken relative to base_url.",
     )
     scope: str | None = Field(default=None, description="Scopes to ask for, space-separated.")
+    inventory_location: str = Field(
+        default="ALL", description="Location given to on-hand, which Xero keeps per item only."
+    )
 
     _http: ErpHttpClient | None = PrivateAttr(default=None)
     _token_expires_at: float = PrivateAttr(default=0.0)
     _tenant: str | None = PrivateAttr(default=None)
     _reference: XeroReference | None = PrivateAttr(default=None)
+    _past_days_noted: bool = PrivateAttr(default=False)
 
     # Connection
 
@@ -531,9 +566,10 @@ class XeroSource(ErpSource):
 
     def fetch(self, kind: RecordKind, window: SyncWindow) -> Iterator[RecordBatch]:
         """Yield batches of canonical records of `kind` inside `window`, a page at a time."""
-        if kind not in self.supported_kinds:
+        if kind not in self.supported_kinds | {RecordKind.INVENTORY}:
             raise ErpRequestError(self.connection_name, f"Xero does not offer {kind.value}")
-        latest = LatestVersions()
+        # Snapshots repeat their key from day to day: they are told apart by their day.
+        latest = FirstSightings() if kind is RecordKind.INVENTORY else LatestVersions()
         for records, rejected, deleted, watermark in self._read(kind, window):
             yield RecordBatch(
                 records=latest.keep(records),
@@ -541,12 +577,17 @@ class XeroSource(ErpSource):
                 deleted_source_ids=deleted,
                 high_watermark=watermark,
             )
+        if kind is RecordKind.INVENTORY and window.reaches_before_today(self.lookback_days):
+            # Past days were not read: stored snapshots must not be taken as deleted.
+            yield RecordBatch(complete=False)
 
     def _read(self, kind: RecordKind, window: SyncWindow):
         if kind is RecordKind.SPEND:
             yield from self._spend_pages(window)
         elif kind in (RecordKind.PURCHASE_ORDER, RecordKind.PURCHASE_ORDER_LINE):
             yield from self._purchase_order_pages(kind, window)
+        elif kind is RecordKind.INVENTORY:
+            yield from self._on_hand_pages(window)
         elif kind is RecordKind.VENDOR:
             params = {"where": "IsSupplier==true", "includeArchived": "true", "order": "ContactID"}
             for page in self._pages("Contacts", params, window.changed_since):
@@ -556,6 +597,40 @@ class XeroSource(ErpSource):
             items = self._get("Items", {"order": "Code"}, window.changed_since).get("Items", [])
             records = [material_from_item(item, self.connection_name) for item in items]
             yield records, [], [], self._watermark(items)
+
+    def _on_hand_pages(self, window: SyncWindow):
+        """Today's QuantityOnHand of tracked items; a past day cannot be read from Xero."""
+        days = window.snapshot_days(self.lookback_days)
+        today = dt.datetime.now(dt.timezone.utc).date()
+        if today in days:
+            params = {"where": "IsTrackedAsInventory==true", "order": "Code"}
+            records, rejected = [], []
+            for item in self._get("Items", params).get("Items", []):
+                try:
+                    records.append(
+                        on_hand_from_item(
+                            item, self.connection_name, today, self.inventory_location
+                        )
+                    )
+                except (RecordRejected, ValidationError) as error:
+                    invalid = isinstance(error, ValidationError)
+                    rejected.append(
+                        RejectedRecord(
+                            connection=self.connection_name,
+                            kind=RecordKind.INVENTORY,
+                            source_id=f"Items:{item.get('ItemID')}",
+                            reason=_validation(error) if invalid else str(error),
+                            payload=item,
+                            partition_date=today,
+                        )
+                    )
+            yield records, rejected, [], None
+        if any(day != today for day in days) and not self._past_days_noted:
+            self._past_days_noted = True
+            logger.warning(
+                "Xero keeps no on-hand of past days; read today only",
+                extra={"connection": self.connection_name},
+            )
 
     @staticmethod
     def _watermark(documents: list[dict]) -> dt.datetime | None:
@@ -646,6 +721,11 @@ class XeroSource(ErpSource):
                     "Contacts",
                 )
             ]
+        elif kind is RecordKind.INVENTORY:
+            # Only today's on-hand can be read, and it has no change stamp.
+            if since <= dt.datetime.now(dt.timezone.utc):
+                summary.days.add(dt.datetime.now(dt.timezone.utc).date())
+            return summary
         elif kind is RecordKind.MATERIAL:
             items = self._get("Items", {}, since).get("Items", [])
             for item in items:
@@ -675,6 +755,7 @@ __all__ = [
     "XeroSource",
     "disposition",
     "material_from_item",
+    "on_hand_from_item",
     "parse_xero_date",
     "purchase_order_from_document",
     "spend_from_document",

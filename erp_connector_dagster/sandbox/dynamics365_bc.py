@@ -21,8 +21,12 @@ key-set `$skiptoken`); the Entra ID token endpoint is emulated under the same ba
 An expired token is refused 401 with `WWW-Authenticate: Bearer ... error="invalid_token"`;
 throttling is 429 `Application_TooManyRequests` with `Retry-After`.
 
-API v2.0 has no on-hand quantity per location and day (only `items.inventory`, the current
-total), so this dialect serves no inventory snapshots.
+API v2.0 has no on-hand quantity per location and day: `items.inventory` is the total of now
+(here the company's latest business day, summed over its locations) and `items.unitCost` the
+average cost of that stock (value over quantity, to five decimals). Past days come from the
+customer's custom API page (an AL extension, `ONHAND_SNAPSHOT_API`, named to the source in
+`SANDBOX_OPTIONS`): one row per item, location and `snapshotDate` with unit, unit cost, value
+and currency.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from decimal import Decimal
 from werkzeug.wrappers import Request, Response
 
 from erp_connector_dagster.records import (
+    InventorySnapshot,
     Material,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -83,10 +88,13 @@ SANDBOX_CREDENTIALS: dict[str, str] = {
     "client_secret": "bc-sandbox-client-secret-7Hq~x1",
 }
 SECRET_FIELDS = frozenset({"client_secret"})
+# The customer's custom API page of daily on-hand snapshots: publisher/group/version/entitySet.
+ONHAND_SNAPSHOT_API = "glcarbon/inventory/v1.0/itemOnHandSnapshots"
 SANDBOX_OPTIONS: dict[str, object] = {
     "authority_url": "/",
     "environment": SANDBOX_ENVIRONMENT,
     "company_id": SANDBOX_COMPANY_ID,
+    "onhand_snapshot_api": ONHAND_SNAPSHOT_API,
 }
 
 DEFAULT_PAGE_SIZE = 20_000
@@ -99,6 +107,7 @@ DIMENSION_NAMES = {
     "CAPEX": "Capital expenditure",
     "PAYMENT": "Payment channel",
 }
+UNIT_COST_PRECISION = Decimal("0.00001")
 ORDER_STATUS = {
     "open": ("Open", False),
     "received": ("Released", True),
@@ -181,6 +190,11 @@ class BusinessCentralEmulator:
             "vendors": self._vendors,
             "items": self._items,
         }
+        api_route, _, self.snapshot_entity_set = ONHAND_SNAPSHOT_API.rpartition("/")
+        self.snapshot_prefix = (
+            f"v2.0/{credentials['tenant_id']}/{SANDBOX_ENVIRONMENT}/api/{api_route}/"
+            f"companies({SANDBOX_COMPANY_ID})"
+        )
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -224,6 +238,8 @@ class BusinessCentralEmulator:
                     "businessProfileId": "",
                 }
             )
+        if path == f"{self.snapshot_prefix}/{self.snapshot_entity_set}":
+            return self._on_hand_snapshots(request)
         entity_set = path[len(self.prefix) + 1 :] if path.startswith(self.prefix + "/") else ""
         if entity_set not in self.entity_sets:
             return json_response(
@@ -373,7 +389,42 @@ class BusinessCentralEmulator:
         return self._master(request, "vendors", [self._vendor(v) for v in self.company.vendors()])
 
     def _items(self, request: Request) -> Response:
-        return self._master(request, "items", [self._item(m) for m in self.company.materials()])
+        stock = self._stock_now()
+        rows = [self._item(m, *stock.get(m.material_id, (0, 0))) for m in self.company.materials()]
+        return self._master(request, "items", rows)
+
+    def _stock_now(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Item number -> (inventory, unit cost) over all locations on the latest day."""
+        quantities: dict[str, Decimal] = {}
+        values: dict[str, Decimal] = {}
+        latest = self.company.business_days()[-1]
+        for snapshot in self.company.records(RecordKind.INVENTORY, latest):
+            key = snapshot.material_id
+            quantities[key] = quantities.get(key, Decimal(0)) + snapshot.quantity
+            values[key] = values.get(key, Decimal(0)) + (snapshot.value or Decimal(0))
+        return {
+            key: (
+                quantity,
+                (values[key] / quantity).quantize(UNIT_COST_PRECISION) if quantity else Decimal(0),
+            )
+            for key, quantity in quantities.items()
+        }
+
+    def _on_hand_snapshots(self, request: Request) -> Response:
+        expression = self._filter(request)
+        snapshots = candidate_records(
+            self.company, RecordKind.INVENTORY, expression, "snapshotDate", None
+        )
+        rows = [self._snapshot(snapshot) for snapshot in snapshots]
+        rows = [row for row in rows if matches(expression, row)]
+        return paged_response(
+            request,
+            self.snapshot_entity_set,
+            rows,
+            lambda row: (row["snapshotDate"], row["itemNumber"], row["locationCode"]),
+            DEFAULT_PAGE_SIZE,
+            lambda row: project(row, request.args.get("$select")),
+        )
 
     def _master(self, request: Request, entity_set: str, rows: list[dict]) -> Response:
         expand = parse_expand(request.args.get("$expand", ""))
@@ -600,7 +651,24 @@ class BusinessCentralEmulator:
             ),
         }
 
-    def _item(self, material: Material) -> dict:
+    def _snapshot(self, snapshot: InventorySnapshot) -> dict:
+        row_id = stable_guid("onhand", snapshot.source_id)
+        return {
+            "@odata.etag": etag(row_id, snapshot.updated_at),
+            "id": row_id,
+            "snapshotDate": bc_date(snapshot.snapshot_date),
+            "itemNumber": snapshot.material_id,
+            "locationCode": snapshot.location,
+            "quantity": snapshot.quantity,
+            "baseUnitOfMeasureCode": snapshot.unit or "",
+            "unitCost": snapshot.unit_cost,
+            "inventoryValue": snapshot.value,
+            "currencyCode": snapshot.currency or "",
+        }
+
+    def _item(
+        self, material: Material, inventory: Decimal = Decimal(0), unit_cost: Decimal = Decimal(0)
+    ) -> dict:
         item_guid = stable_guid("item", material.material_id)
         return {
             "@odata.etag": etag(item_guid, material.updated_at),
@@ -612,10 +680,10 @@ class BusinessCentralEmulator:
             "itemCategoryCode": material.material_group or "",
             "blocked": material.status is not RecordStatus.ACTIVE,
             "gtin": "",
-            "inventory": 0,
+            "inventory": inventory,
             "unitPrice": 0,
             "priceIncludesTax": False,
-            "unitCost": 0,
+            "unitCost": unit_cost,
             "baseUnitOfMeasureCode": material.base_unit or "",
             "lastModifiedDateTime": bc_datetime(material.updated_at),
             "_dimensions": (

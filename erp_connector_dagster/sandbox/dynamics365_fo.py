@@ -23,6 +23,12 @@ Central emulator in `dynamics365_bc`.
 
 Standard F&O entities expose no change timestamp; like an entity extension, this emulator adds
 `ModifiedDateTime` to the invoice and purchase order headers (see the F&O source).
+
+On-hand: the standard `WarehousesOnHandV2` entity serves the on-hand of now, which in this
+company is its latest business day (one row per item, site and warehouse; no cost). The
+customer's daily snapshot, a custom data entity (`ONHAND_SNAPSHOT_ENTITY`, named to the source
+in `SANDBOX_OPTIONS`), serves every business day: item, warehouse, `SnapshotDate`, quantity,
+unit, unit cost, value and currency.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from urllib.parse import urlencode
 from werkzeug.wrappers import Request, Response
 
 from erp_connector_dagster.records import (
+    InventorySnapshot,
     Material,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -71,7 +78,14 @@ SANDBOX_CREDENTIALS: dict[str, str] = {
     "client_secret": "fo-sandbox-client-secret-Q8~v2",
 }
 SECRET_FIELDS = frozenset({"client_secret"})
-SANDBOX_OPTIONS: dict[str, object] = {"authority_url": "/", "legal_entity": LEGAL_ENTITY}
+# The customer's custom data entity of daily on-hand snapshots.
+ONHAND_SNAPSHOT_ENTITY = "GLOnHandDailySnapshots"
+INVENTORY_SITE = "1"
+SANDBOX_OPTIONS: dict[str, object] = {
+    "authority_url": "/",
+    "legal_entity": LEGAL_ENTITY,
+    "onhand_snapshot_entity": ONHAND_SNAPSHOT_ENTITY,
+}
 
 DEFAULT_PAGE_SIZE = 10_000
 TOKEN_LIFETIME_SECONDS = 3599
@@ -552,6 +566,8 @@ class FinanceEmulator:
             "PurchaseOrderHeadersV2": self._purchase_orders,
             "VendorsV2": self._vendors,
             "ReleasedProductsV2": self._products,
+            "WarehousesOnHandV2": self._on_hand,
+            ONHAND_SNAPSHOT_ENTITY: self._on_hand_snapshots,
         }
 
     def __call__(self, environ, start_response):
@@ -714,7 +730,90 @@ class FinanceEmulator:
             lambda row: project(row, request.args.get("$select")),
         )
 
+    def _on_hand(self, request: Request) -> Response:
+        expression = self._filter(request)
+        latest = self.company.business_days()[-1]
+        rows = [
+            self._on_hand_row(snapshot)
+            for snapshot in self.company.records(RecordKind.INVENTORY, latest)
+        ]
+        rows = [row for row in self._legal_entity_rows(request, rows) if matches(expression, row)]
+        return paged_response(
+            request,
+            "WarehousesOnHandV2",
+            rows,
+            lambda row: (
+                row["dataAreaId"],
+                row["ItemNumber"],
+                row["InventorySiteId"],
+                row["InventoryWarehouseId"],
+            ),
+            DEFAULT_PAGE_SIZE,
+            lambda row: project(row, request.args.get("$select")),
+        )
+
+    def _on_hand_snapshots(self, request: Request) -> Response:
+        expression = self._filter(request)
+        snapshots = candidate_records(
+            self.company, RecordKind.INVENTORY, expression, "SnapshotDate", None
+        )
+        rows = [self._snapshot_row(snapshot) for snapshot in snapshots]
+        rows = [row for row in self._legal_entity_rows(request, rows) if matches(expression, row)]
+        return paged_response(
+            request,
+            ONHAND_SNAPSHOT_ENTITY,
+            rows,
+            lambda row: (
+                row["dataAreaId"],
+                row["SnapshotDate"],
+                row["ItemNumber"],
+                row["InventoryWarehouseId"],
+            ),
+            DEFAULT_PAGE_SIZE,
+            lambda row: project(row, request.args.get("$select")),
+        )
+
     # Rendering company records as F&O rows
+
+    def _on_hand_row(self, snapshot: InventorySnapshot) -> dict:
+        zero = Decimal("0")
+        return {
+            "@odata.etag": etag(snapshot.material_id, snapshot.location),
+            "dataAreaId": LEGAL_ENTITY,
+            "ItemNumber": snapshot.material_id,
+            "ProductName": "",
+            "ProductColorId": "",
+            "ProductConfigurationId": "",
+            "ProductSizeId": "",
+            "ProductStyleId": "",
+            "ProductVersionId": "",
+            "InventorySiteId": INVENTORY_SITE,
+            "InventoryWarehouseId": snapshot.location,
+            "OnHandQuantity": snapshot.quantity,
+            "ReservedOnHandQuantity": zero,
+            "AvailableOnHandQuantity": snapshot.quantity,
+            "OrderedQuantity": zero,
+            "ReservedOrderedQuantity": zero,
+            "AvailableOrderedQuantity": zero,
+            "OnOrderQuantity": zero,
+            "TotalAvailableQuantity": snapshot.quantity,
+            "AreWarehouseManagementProcessesUsed": "No",
+        }
+
+    def _snapshot_row(self, snapshot: InventorySnapshot) -> dict:
+        return {
+            "@odata.etag": etag(snapshot.source_id, snapshot.updated_at),
+            "dataAreaId": LEGAL_ENTITY,
+            "SnapshotDate": fo_date(snapshot.snapshot_date),
+            "ItemNumber": snapshot.material_id,
+            "InventorySiteId": INVENTORY_SITE,
+            "InventoryWarehouseId": snapshot.location,
+            "OnHandQuantity": snapshot.quantity,
+            "InventoryUnitSymbol": snapshot.unit or "",
+            "UnitCost": snapshot.unit_cost,
+            "OnHandValue": snapshot.value,
+            "CurrencyCode": snapshot.currency or "",
+        }
 
     def _invoice_header(self, lines: list[SpendRecord]) -> dict:
         first = lines[0]

@@ -14,6 +14,10 @@ One endpoint, `POST /ia/xml/xmlgw.phtml`, takes `<request>` documents as Intacct
   APADJUSTMENT/APADJUSTMENTITEM (supplier credit memos, negative), CCTRANSACTION/
   CCTRANSACTIONENTRY (card charges), PODOCUMENT/PODOCUMENTENTRY (docparid "Purchase Order")
   and AUDITHISTORY (deletions as ACCESSMODE "Delete").
+* On hand: ITEMWAREHOUSEINFO (item warehouse details) gives the on-hand of now, which in this
+  company is its latest business day; the company's Platform Services custom object of daily
+  snapshots (`SNAPSHOT_OBJECT`, named to the source in `SANDBOX_OPTIONS`) gives every
+  business day, filtered on SNAPSHOT_DATE.
 * Dates are MM/DD/YYYY, timestamps MM/DD/YYYY HH:MM:SS (UTC in this company).
 * Throttling is answered inside an HTTP 200: control status `failure` with error GW-0010 and
   a Retry-After header.
@@ -40,6 +44,7 @@ from urllib.parse import parse_qs
 from werkzeug.wrappers import Request, Response
 
 from erp_connector_dagster.records import (
+    InventorySnapshot,
     Material,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -69,10 +74,13 @@ SANDBOX_CREDENTIALS: dict[str, str] = {
     "user_password": "intacct-user-secret-9k7",
 }
 SECRET_FIELDS: frozenset[str] = frozenset({"sender_password", "user_password"})
+# The company's custom object of daily on-hand snapshots (its integration name).
+SNAPSHOT_OBJECT = "glc_onhand_snapshot"
 SANDBOX_OPTIONS: dict[str, object] = {
     "line_quantity_field": "SPEND_QUANTITY",
     "item_commodity_field": "NAICS_CODE",
     "vendor_industry_field": "VENDTYPE",
+    "onhand_snapshot_object": SNAPSHOT_OBJECT,
 }
 SESSION_SECONDS = 3600
 MAX_PAGE_SIZE = 1000
@@ -325,7 +333,7 @@ def _bounds(tree) -> _Bounds:
         if not isinstance(term, Comparison):
             continue
         name = term.field.upper()
-        if name == "WHENCREATED" and isinstance(term.value, str):
+        if name in ("WHENCREATED", "SNAPSHOT_DATE") and isinstance(term.value, str):
             moment = _parse_intacct_time(term.value)
             if moment is None:
                 continue
@@ -384,6 +392,8 @@ class IntacctSandbox:
             "PODOCUMENT": self._purchase_order_headers,
             "PODOCUMENTENTRY": self._purchase_order_lines,
             "AUDITHISTORY": lambda bounds, docparid: self._audit_history(),
+            "ITEMWAREHOUSEINFO": lambda bounds, docparid: self._item_warehouse_details(),
+            SNAPSHOT_OBJECT.upper(): lambda bounds, docparid: self._on_hand_snapshots(bounds),
         }
         for header, (line, document_type) in SPEND_OBJECTS.items():
             self._renderers[header] = self._header_renderer(header, document_type)
@@ -652,6 +662,51 @@ class IntacctSandbox:
             "NAICS_CODE": material.commodity_code or "",
             "WHENCREATED": intacct_timestamp(material.updated_at),
             "WHENMODIFIED": intacct_timestamp(material.updated_at),
+        }
+
+    def _item_warehouse_details(self) -> list[dict[str, str]]:
+        latest = self.company.business_days()[-1]
+        return [
+            {
+                "RECORDNO": str(position),
+                "ITEMID": snapshot.material_id,
+                "WAREHOUSEID": snapshot.location,
+                "ONHAND": str(snapshot.quantity),
+                "ONORDER": "0",
+                "ONHOLD": "0",
+            }
+            for position, snapshot in enumerate(
+                self.company.records(RecordKind.INVENTORY, latest), start=1
+            )
+        ]
+
+    def _on_hand_snapshots(self, bounds: _Bounds) -> list[dict[str, str]]:
+        rows = []
+        for day in sorted(self._candidate_days(bounds, lambda key: self.company.start)):
+            ordinal = (day - self.company.start).days
+            for position, snapshot in enumerate(
+                self.company.records(RecordKind.INVENTORY, day), start=1
+            ):
+                rows.append(self._snapshot_row(ordinal * 1_000_000 + position, snapshot))
+        return rows
+
+    @staticmethod
+    def _snapshot_row(record_number: int, snapshot: InventorySnapshot) -> dict[str, str]:
+        def text(value: object) -> str:
+            return "" if value is None else str(value)
+
+        return {
+            "RECORDNO": str(record_number),
+            "SNAPSHOT_DATE": intacct_date(snapshot.snapshot_date),
+            "ITEMID": snapshot.material_id,
+            "WAREHOUSEID": snapshot.location,
+            "QUANTITY": text(snapshot.quantity),
+            "UNIT": text(snapshot.unit),
+            "UNIT_COST": text(snapshot.unit_cost),
+            "VALUE": text(snapshot.value),
+            "CURRENCY": text(snapshot.currency),
+            "WHENCREATED": intacct_timestamp(snapshot.updated_at),
+            "WHENMODIFIED": intacct_timestamp(snapshot.updated_at),
         }
 
     def _gl_accounts(self) -> list[dict[str, str]]:

@@ -8,7 +8,10 @@ Serves the synthetic company the way a Xero organisation shows it:
   `AuthenticationUnsuccessful`.
 * `Invoices` (Type `ACCPAY`), `CreditNotes` (Type `ACCPAYCREDIT`, amounts positive) and
   `BankTransactions` (Type `SPEND` from the company credit card) for spend; `PurchaseOrders`
-  with lines inline; `Contacts` (`IsSupplier`), `Items` and `Accounts`.
+  with lines inline; `Contacts` (`IsSupplier`), `Items` and `Accounts`. Every item is tracked
+  (`IsTrackedAsInventory`): `QuantityOnHand` is the company's stock of now (its latest
+  business day) summed over its locations, as Xero keeps one figure per item, and
+  `TotalCostPool` the value of that stock.
 * Filters as Xero takes them: `where` (`Field=="value"`, `DateTime(y,m,d)`, `AND`), the
   `If-Modified-Since` header (inclusive, whole seconds), `order`, `page` with `pageSize`
   (line items only come with paged reads), and `DateFrom`/`DateTo` for purchase orders.
@@ -389,7 +392,11 @@ class XeroSandbox:
             if request.args.get("includeArchived", "").lower() != "true":
                 entities = [e for e in entities if e["ContactStatus"] != "ARCHIVED"]
         elif collection == "Items":
-            entities = [self._item(material) for material in self.company.materials()]
+            stock = self._stock_now()
+            entities = [
+                self._item(material, *stock.get(material.material_id, (Decimal(0), Decimal(0))))
+                for material in self.company.materials()
+            ]
             paged = False  # Xero returns every item at once
         elif collection == "Accounts":
             entities = list(self._accounts)
@@ -745,7 +752,19 @@ class XeroSandbox:
             contact["DefaultCurrency"] = vendor.currency
         return contact
 
-    def _item(self, material: Material) -> dict:
+    def _stock_now(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Item code -> (quantity on hand, total cost pool) over all locations, latest day."""
+        stock: dict[str, tuple[Decimal, Decimal]] = {}
+        latest = self.company.business_days()[-1]
+        for snapshot in self.company.records(RecordKind.INVENTORY, latest):
+            quantity, value = stock.get(snapshot.material_id, (Decimal(0), Decimal(0)))
+            stock[snapshot.material_id] = (
+                quantity + snapshot.quantity,
+                value + (snapshot.value or Decimal(0)),
+            )
+        return stock
+
+    def _item(self, material: Material, on_hand: Decimal, cost_pool: Decimal) -> dict:
         gl_account = next(
             (gl for code, _, gl, _ in INDUSTRIES if code == material.commodity_code), "5900"
         )
@@ -758,7 +777,10 @@ class XeroSandbox:
             "UpdatedDateUTC": xero_date(_floor_millisecond(material.updated_at)),
             "PurchaseDetails": {"AccountCode": gl_account, "TaxType": "NONE"},
             "SalesDetails": {},
-            "IsTrackedAsInventory": False,
+            "IsTrackedAsInventory": True,
+            "InventoryAssetAccountCode": "630",
+            "QuantityOnHand": on_hand,
+            "TotalCostPool": cost_pool,
             "IsSold": False,
             "IsPurchased": True,
         }

@@ -15,7 +15,7 @@ import datetime as dt
 import io
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -117,13 +117,15 @@ def write_records(
     *,
     sync_id: uuid.UUID,
     partition_date: dt.date | None = None,
-    full_read: bool = True,
+    full_read: bool | Callable[[], bool] = True,
     deleted_keys: Iterable[str] = (),
 ) -> WriteCounts:
     """Write one partition's records (or master data) idempotently, batch by batch.
 
     Each batch is hashed and copied into a staging table as it arrives, so memory holds one
     batch, not the whole partition; the merge into the target runs once at the end.
+    `full_read` (or its value, when a callable, asked after the last batch) says whether the
+    batches were the whole partition, so that rows missing from them were deleted at source.
     """
     spec = TABLES[kind]
     stage = sql.Identifier(f"stage_{spec.table}")
@@ -155,6 +157,7 @@ def write_records(
 
     if spec.partition_column is not None and partition_date is not None:
         deleted = set(deleted_keys)
+        full_read = full_read() if callable(full_read) else full_read
         if full_read or deleted:
             counts.marked_deleted = _mark_missing_deleted(
                 cursor,

@@ -41,7 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
@@ -177,6 +177,29 @@ def chunks(items: list, size: int) -> Iterator[list]:
 # --- What both Dynamics sources share ------------------------------------------------------
 
 
+# Column names of the daily on-hand snapshot extensions (custom F&O entity, custom BC API page).
+FO_SNAPSHOT_FIELDS = {
+    "day": "SnapshotDate",
+    "item": "ItemNumber",
+    "location": "InventoryWarehouseId",
+    "quantity": "OnHandQuantity",
+    "unit": "InventoryUnitSymbol",
+    "unit_cost": "UnitCost",
+    "value": "OnHandValue",
+    "currency": "CurrencyCode",
+}
+BC_SNAPSHOT_FIELDS = {
+    "day": "snapshotDate",
+    "item": "itemNumber",
+    "location": "locationCode",
+    "quantity": "quantity",
+    "unit": "baseUnitOfMeasureCode",
+    "unit_cost": "unitCost",
+    "value": "inventoryValue",
+    "currency": "currencyCode",
+}
+
+
 class _EntraSession:
     """The HTTP client of one connection and the expiry of its current bearer token."""
 
@@ -254,6 +277,52 @@ class _Dynamics365Source(ErpSource):
             return ChangeSummary(days=set(days))
         now = dt.datetime.now(UTC)
         return ChangeSummary(days={now.date()} if since <= now else set())
+
+    def _snapshot_rows(
+        self,
+        pages: Iterable[list[dict]],
+        fields: dict[str, str],
+        source_id_of: Callable[[dict, dt.date | None], str],
+        days: list[dt.date],
+    ) -> Iterator[RecordBatch]:
+        """Rows of a daily on-hand snapshot extension as batches, for the days asked for.
+
+        `fields` names the product's columns for day, item, location, quantity, unit, unit cost,
+        value and currency; the two Dynamics products name them differently.
+        """
+        wanted = set(days)
+        for page in pages:
+            records: list[CanonicalRecord] = []
+            rejected: list[RejectedRecord] = []
+            for row in page:
+                day = _snapshot_day(row.get(fields["day"]))
+                source_id = source_id_of(row, day)
+                try:
+                    record = self._snapshot_record(
+                        source_id,
+                        day,
+                        row.get(fields["item"]),
+                        row.get(fields["location"]),
+                        parse_decimal(row.get(fields["quantity"]), fields["quantity"]),
+                        unit=row.get(fields["unit"]),
+                        unit_cost=row.get(fields["unit_cost"]),
+                        value=row.get(fields["value"]),
+                        currency=row.get(fields["currency"]),
+                    )
+                except (ValueError, KeyError) as error:
+                    rejected.append(
+                        self._reject(
+                            RecordKind.INVENTORY,
+                            source_id,
+                            f"unreadable on-hand snapshot: {error}",
+                            row,
+                            day,
+                        )
+                    )
+                    continue
+                if record.snapshot_date in wanted:
+                    records.append(record)
+            yield _batch(records, rejected)
 
     def _snapshot_record(
         self,
@@ -760,46 +829,20 @@ class Dynamics365FinanceSource(_Dynamics365Source):
 
     def _snapshot_batches(self, days: list[dt.date]) -> Iterator[RecordBatch]:
         """Rows of the custom snapshot entity for the days asked for."""
-        wanted = set(days)
         conditions = [
             f"SnapshotDate ge {min(days).isoformat()}T00:00:00Z",
             f"SnapshotDate lt {(max(days) + dt.timedelta(days=1)).isoformat()}T00:00:00Z",
         ]
-        for page in self._pages(f"data/{self.onhand_snapshot_entity}", self._query(conditions)):
-            records: list[CanonicalRecord] = []
-            rejected: list[RejectedRecord] = []
-            for row in page:
-                day = _snapshot_day(row.get("SnapshotDate"))
-                source_id = (
-                    f"{row.get('dataAreaId')}/{row.get('ItemNumber')}/"
-                    f"{row.get('InventoryWarehouseId')}/{day}"
-                )
-                try:
-                    record = self._snapshot_record(
-                        source_id,
-                        day,
-                        row.get("ItemNumber"),
-                        row.get("InventoryWarehouseId"),
-                        parse_decimal(row.get("OnHandQuantity"), "OnHandQuantity"),
-                        unit=row.get("InventoryUnitSymbol"),
-                        unit_cost=row.get("UnitCost"),
-                        value=row.get("OnHandValue"),
-                        currency=row.get("CurrencyCode"),
-                    )
-                except (ValueError, KeyError) as error:
-                    rejected.append(
-                        self._reject(
-                            RecordKind.INVENTORY,
-                            source_id,
-                            f"unreadable on-hand snapshot: {error}",
-                            row,
-                            day,
-                        )
-                    )
-                    continue
-                if record.snapshot_date in wanted:
-                    records.append(record)
-            yield _batch(records, rejected)
+        pages = self._pages(f"data/{self.onhand_snapshot_entity}", self._query(conditions))
+        yield from self._snapshot_rows(
+            pages,
+            FO_SNAPSHOT_FIELDS,
+            lambda row, day: (
+                f"{row.get('dataAreaId')}/{row.get('ItemNumber')}/"
+                f"{row.get('InventoryWarehouseId')}/{day}"
+            ),
+            days,
+        )
 
     # Change detection
 
@@ -1163,43 +1206,16 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
             f"v2.0/{resolve_secret(self.tenant_id)}/{self.environment}/api/"
             f"{publisher_group_version}/companies({self.company_id})/{entity_set}"
         )
-        wanted = set(days)
         params = {
             "$filter": f"snapshotDate ge {min(days).isoformat()} and snapshotDate lt "
             f"{(max(days) + dt.timedelta(days=1)).isoformat()}"
         }
-        for page in self._pages(path, params):
-            records: list[CanonicalRecord] = []
-            rejected: list[RejectedRecord] = []
-            for row in page:
-                day = _snapshot_day(row.get("snapshotDate"))
-                source_id = str(row.get("id"))
-                try:
-                    record = self._snapshot_record(
-                        source_id,
-                        day,
-                        row.get("itemNumber"),
-                        row.get("locationCode"),
-                        parse_decimal(row.get("quantity"), "quantity"),
-                        unit=row.get("baseUnitOfMeasureCode"),
-                        unit_cost=row.get("unitCost"),
-                        value=row.get("inventoryValue"),
-                        currency=row.get("currencyCode"),
-                    )
-                except ValueError as error:
-                    rejected.append(
-                        self._reject(
-                            RecordKind.INVENTORY,
-                            source_id,
-                            f"unreadable on-hand snapshot: {error}",
-                            row,
-                            day,
-                        )
-                    )
-                    continue
-                if record.snapshot_date in wanted:
-                    records.append(record)
-            yield _batch(records, rejected)
+        yield from self._snapshot_rows(
+            self._pages(path, params),
+            BC_SNAPSHOT_FIELDS,
+            lambda row, day: str(row.get("id")),
+            days,
+        )
 
     # Change detection
 

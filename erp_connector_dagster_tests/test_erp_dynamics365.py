@@ -321,7 +321,8 @@ def test_server_driven_paging_under_a_path_prefix(company) -> None:
         base_url = server.base_url("paging-bc")
         token = _token(base_url, dynamics365_bc, dynamics365_bc.BUSINESS_CENTRAL_SCOPE)
         first = requests.get(
-            f"{base_url}/v2.0/{dynamics365_bc.SANDBOX_TENANT_ID}/{dynamics365_bc.SANDBOX_ENVIRONMENT}"
+            f"{base_url}/v2.0/{dynamics365_bc.SANDBOX_TENANT_ID}"
+            f"/{dynamics365_bc.SANDBOX_ENVIRONMENT}"
             f"/api/v2.0/companies({dynamics365_bc.SANDBOX_COMPANY_ID})/vendors",
             headers={"Authorization": f"Bearer {token}", "Prefer": "odata.maxpagesize=40"},
             timeout=10,

@@ -27,6 +27,7 @@ from erp_connector_dagster import settings
 from erp_connector_dagster.cli import main
 from erp_connector_dagster.records import RecordKind
 from erp_connector_dagster.sandbox.company import SandboxCompany
+from erp_connector_dagster.sandbox.faults import FaultKind
 from erp_connector_dagster.sandbox.server import (
     SandboxConnection,
     SandboxServer,
@@ -255,6 +256,21 @@ def _running_jobs(database_url: str, connection: str) -> list[tuple]:
     )
 
 
+def _wait_for_a_stalled_job(drill: Drill, process: subprocess.Popen) -> None:
+    """Return once one sync job has stayed running across two polls while the ERP stalls."""
+    deadline = time.monotonic() + 90
+    previous: list[tuple] = []
+    while True:
+        assert process.poll() is None, "backfill finished before it could be killed"
+        assert time.monotonic() < deadline, "no sync job stalled"
+        stalling = FaultKind.SLOW in drill.connection.faults.faults_fired
+        running = _running_jobs(drill.database_url, drill.name) if stalling else []
+        if running and running == previous:
+            return
+        previous = running
+        time.sleep(0.5)
+
+
 # Every dialect read over HTTP: the process is killed while its ERP stalls on a request.
 # (Oracle EBS is read over SQL; its own tests kill the database session mid-read instead.)
 @pytest.mark.parametrize("drill", HTTP_ERP_TYPES, indirect=True)
@@ -262,8 +278,9 @@ def test_a_killed_backfill_leaves_an_interrupted_day_that_the_next_backfill_fill
     drill: Drill, tmp_path
 ) -> None:
     since, until = dt.date(2026, 4, 6), dt.date(2026, 4, 17)
-    # The ERP stalls on a request a few days in, so the process is killed mid-partition.
-    drill.connection.faults.slow(10.0, count=1, after=6)
+    # From a few requests in, every request stalls, so whichever day is syncing when the process
+    # is killed cannot have finished: the kill lands mid-partition, never between two days.
+    drill.connection.faults.slow(10.0, count=1000, after=6)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -282,11 +299,7 @@ def test_a_killed_backfill_leaves_an_interrupted_day_that_the_next_backfill_fill
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not _running_jobs(drill.database_url, drill.name):
-            assert process.poll() is None, "backfill finished before it could be killed"
-            assert time.monotonic() < deadline, "no sync job started"
-            time.sleep(0.2)
+        _wait_for_a_stalled_job(drill, process)
     finally:
         process.kill()
         process.wait(timeout=10)

@@ -72,6 +72,14 @@ class FaultPlan:
 
     def take(self) -> Fault | None:
         """The fault for the current request, if any; call once per request."""
+        fired = self._next_fault()
+        if fired is not None and fired.kind is FaultKind.SLOW:
+            # Stall outside the lock, so other requests and `clear` are not held up behind it.
+            time.sleep(fired.delay_seconds)
+            return None
+        return fired
+
+    def _next_fault(self) -> Fault | None:
         with self._lock:
             self.requests_seen += 1
             for planned in self._planned:
@@ -81,9 +89,6 @@ class FaultPlan:
                 if planned.remaining > 0:
                     planned.remaining -= 1
                     self.faults_fired.append(planned.fault.kind)
-                    if planned.fault.kind is FaultKind.SLOW:
-                        time.sleep(planned.fault.delay_seconds)
-                        return None
                     return planned.fault
             self._planned = [p for p in self._planned if p.remaining > 0]
             return None

@@ -36,6 +36,7 @@ from erp_connector_dagster.orchestration.backfill import (
     materialize_days,
     materialize_unpartitioned,
     run_tags,
+    wait_for_daemon_backfill,
 )
 from erp_connector_dagster.orchestration.coverage import (
     Coverage,
@@ -473,6 +474,18 @@ def _coverages(url: str, connections, kinds_for, start: dt.date, end: dt.date) -
     help="Most days one in-process run covers.",
 )
 @click.option("--in-process", is_flag=True, help="Run here even when a daemon is running.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="When the daemon runs the backfill, wait for it and report the days after.",
+)
+@click.option(
+    "--wait-timeout",
+    default=6 * 3600,
+    show_default=True,
+    help="Seconds to wait for a daemon backfill before giving up waiting (it carries on).",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def backfill(
     since: dt.date,
@@ -484,6 +497,8 @@ def backfill(
     with_master_data: bool,
     days_per_run: int,
     in_process: bool,
+    wait: bool,
+    wait_timeout: int,
     progress: bool,
 ) -> None:
     """Backfill day partitions after an outage; report missing and failed days before and after."""
@@ -539,10 +554,29 @@ def backfill(
             instance, definitions, names, days, tags, title=f"erp-connector backfill {start}..{end}"
         )
         click.echo(
-            f"daemon is running: launched Dagster backfill {backfill_id} over {len(days)} "
-            f"day(s); follow it in the UI, then run `erp-connector status`"
+            f"daemon is running: launched Dagster backfill {backfill_id} over {len(days)} day(s)"
         )
-        return
+        if not wait:
+            click.echo("follow it in the UI, then run `erp-connector status`")
+            return
+        click.echo("waiting for it (interrupting stops the waiting, not the backfill)")
+        with tqdm(desc="backfilling", unit="run", disable=not progress) as bar:
+            state = wait_for_daemon_backfill(
+                instance,
+                backfill_id,
+                timeout_seconds=wait_timeout,
+                # Runs only ever accrue, so the bar counts the runs launched so far.
+                on_poll=lambda state: bar.update(len(state.runs) - bar.n),
+            )
+        runs = state.runs
+        if not state.finished:
+            click.echo(
+                f"backfill {backfill_id} still {state.status.lower()} after {wait_timeout} s; "
+                "the daemon carries on: follow it in the UI"
+            )
+        else:
+            click.echo(f"backfill {backfill_id}: {state.status.lower()}")
+        _report_after(url, connections, kinds_for, start, end, runs, finished=state.succeeded)
 
     ranges = day_ranges(days, days_per_run)
     click.echo(
@@ -566,9 +600,22 @@ def backfill(
             on_run=lambda _run: bar.update(),
         ):
             runs.append(run)
+    _report_after(url, connections, kinds_for, start, end, runs)
+
+
+def _report_after(
+    url: str,
+    connections,
+    kinds_for,
+    start: dt.date,
+    end: dt.date,
+    runs: Sequence[RangeRun],
+    *,
+    finished: bool = True,
+) -> None:
+    """Print the runs and the days' coverage after a backfill; exit 1 if anything is left."""
     for run in runs:
         click.echo(f"  {run.describe()}")
-
     after = _coverages(url, connections, kinds_for, start, end)
     click.echo("after:")
     for coverage in after:
@@ -579,7 +626,7 @@ def backfill(
         f"{len(runs) - len(failed_runs)} of {len(runs)} run(s) succeeded; "
         f"{pending} day partition(s) still need attention"
     )
-    sys.exit(1 if failed_runs or pending else 0)
+    sys.exit(1 if failed_runs or pending or not finished else 0)
 
 
 def _lag_text(lag: dt.timedelta | None) -> str:

@@ -116,6 +116,7 @@ def test_backfill_goes_to_the_daemon_when_one_is_running(erp: Erp, tmp_path, mon
         "--connection",
         erp.name,
         "--no-progress",
+        "--no-wait",
     )
 
     assert result.exit_code == 0, result.output

@@ -11,7 +11,6 @@ deletion flags.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -130,7 +129,6 @@ def test_throttle_is_the_icm_503_with_retry_after(sandbox: SandboxServer) -> Non
 
 def test_rfc_exceptions_are_final_not_retried(sandbox: SandboxServer) -> None:
     source = source_for(sandbox)
-    started = time.monotonic()
 
     with pytest.raises(ErpRequestError, match="TABLE_NOT_AVAILABLE"):
         source.read_table("ZNOPE", ("MANDT",))
@@ -140,7 +138,6 @@ def test_rfc_exceptions_are_final_not_retried(sandbox: SandboxServer) -> None:
         source.read_table("LFA1", ("LIFNR",), "NOSUCHFIELD EQ 'x'")
 
     assert source._http().retries == 0
-    assert time.monotonic() - started < 2
 
 
 def test_bad_password_is_an_auth_error_without_the_secret(sandbox: SandboxServer) -> None:

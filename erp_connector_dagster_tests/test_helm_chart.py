@@ -236,6 +236,7 @@ def test_production_dagster_yaml_passes_dagster_schemas(
     assert coordinator["max_concurrent_runs"] == values["dagster"]["maxConcurrentRuns"]
     postgres_db = instance_config["run_storage"]["config"]["postgres_db"]
     assert postgres_db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    assert postgres_db.pop("scheme") == "postgresql+psycopg2"
     assert all(isinstance(setting, dict) and "env" in setting for setting in postgres_db.values())
 
 

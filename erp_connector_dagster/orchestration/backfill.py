@@ -209,3 +209,71 @@ def materialize_unpartitioned(
     if not result.success:
         outcome.error = _failure_message(result)
     return outcome
+
+
+@dataclass
+class DaemonBackfill:
+    """Where a backfill handed to the daemon stands: its status and the runs it launched."""
+
+    backfill_id: str
+    status: str
+    runs: list[RangeRun]
+    finished: bool
+
+    @property
+    def succeeded(self) -> bool:
+        return (
+            self.finished
+            and self.status in {"COMPLETED", "COMPLETED_SUCCESS"}
+            and all(run.success for run in self.runs)
+        )
+
+
+def _range_run(run) -> RangeRun:
+    first = run.tags.get(RANGE_START_TAG) or run.tags.get("dagster/partition")
+    last = run.tags.get(RANGE_END_TAG) or first
+    today = dt.datetime.now(dt.timezone.utc).date()
+    outcome = RangeRun(
+        dt.date.fromisoformat(first) if first else today,
+        dt.date.fromisoformat(last) if last else today,
+        run_id=run.run_id,
+        success=run.status.value == "SUCCESS",
+    )
+    if not outcome.success:
+        outcome.error = run.status.value.lower()
+    return outcome
+
+
+def daemon_backfill_state(instance: DagsterInstance, backfill_id: str) -> DaemonBackfill:
+    """The backfill's status and its runs, oldest first, as the instance records them."""
+    from dagster import RunsFilter
+    from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
+
+    backfill = instance.get_backfill(backfill_id)
+    if backfill is None:
+        raise LookupError(f"no Dagster backfill {backfill_id} on this instance")
+    runs = instance.get_runs(filters=RunsFilter.for_backfill(backfill_id))
+    ranges = sorted((_range_run(run) for run in runs), key=lambda r: (r.first, r.run_id or ""))
+    finished = backfill.status in BULK_ACTION_TERMINAL_STATUSES and all(
+        run.is_finished for run in runs
+    )
+    return DaemonBackfill(backfill_id, backfill.status.value, ranges, finished)
+
+
+def wait_for_daemon_backfill(
+    instance: DagsterInstance,
+    backfill_id: str,
+    *,
+    timeout_seconds: float,
+    poll_seconds: float = 2.0,
+    on_poll: Callable[[DaemonBackfill], None] | None = None,
+) -> DaemonBackfill:
+    """Poll the backfill until it and all its runs have finished, or the timeout passes."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        state = daemon_backfill_state(instance, backfill_id)
+        if on_poll is not None:
+            on_poll(state)
+        if state.finished or time.monotonic() >= deadline:
+            return state
+        time.sleep(poll_seconds)

@@ -23,13 +23,25 @@ from erp_connector_dagster.erp.http import ErpAuthError, ErpRequestError
 from erp_connector_dagster.erp.sap_s4hana import (
     MappingRules,
     SapS4HanaSource,
+    inventory_records,
     material_record,
+    odata_payload_entities,
+    odata_time,
     odata_timestamp,
     purchase_order_records,
     spend_records,
     vendor_record,
 )
-from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
+from erp_connector_dagster.records import (
+    InventorySnapshot,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    RecordKind,
+    RecordStatus,
+    SpendDocumentType,
+    SpendRecord,
+    Vendor,
+)
 from erp_connector_dagster.sandbox import sap_s4hana as emulator
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.server import SandboxConnection, SandboxServer
@@ -112,11 +124,18 @@ def test_purchase_order_samples() -> None:
         RULES,
     )
 
-    assert bare.header is not None
-    assert bare.header.vendor_id == "17300001"
-    assert bare.header.order_date == dt.date(2016, 8, 4)
-    assert bare.header.currency == "USD"
-    assert bare.header.updated_at == dt.datetime(2016, 8, 4, tzinfo=dt.timezone.utc)
+    # The sample header leaves to_PurchaseOrderItem deferred: with no items there is no total,
+    # so the header is refused with the reason rather than read as an order worth zero.
+    assert bare.header is None and bare.lines == []
+    [refused] = bare.rejected
+    assert refused.kind is RecordKind.PURCHASE_ORDER and refused.source_id == "4500000001"
+    assert "to_PurchaseOrderItem not expanded" in refused.reason
+    assert refused.partition_date == dt.date(2016, 8, 4)
+    assert with_items.header is not None
+    assert with_items.header.vendor_id == "17300001"
+    assert with_items.header.order_date == dt.date(2016, 8, 4)
+    assert with_items.header.currency == "USD"
+    assert with_items.header.updated_at == dt.datetime(2016, 8, 4, tzinfo=dt.timezone.utc)
     assert [line.line_number for line in with_items.lines] == [30, 40, 60]
     rack = with_items.lines[0]
     assert rack.material_id == "MZ-TG-A17"
@@ -162,6 +181,420 @@ def test_odata_timestamps_with_offsets_and_escapes() -> None:
     )
     assert odata_timestamp(json.loads('"\\/Date(1467417600000)\\/"')).date() == dt.date(2016, 7, 2)
     assert odata_timestamp(None) is None
+
+
+# Documented OData v2 shapes, with values of our own
+
+SERVICE_ROOT = "https://s4.example.test/sap/opu/odata/sap"
+UTC = dt.timezone.utc
+
+
+def meta(service: str, entity_type: str, key: str) -> dict:
+    uri = f"{SERVICE_ROOT}/{service}/{entity_type}({key})"
+    return {"id": uri, "uri": uri, "type": f"{service}.{entity_type}Type"}
+
+
+def deferred(service: str, entity: str, navigation: str) -> dict:
+    return {"__deferred": {"uri": f"{SERVICE_ROOT}/{service}/{entity}/{navigation}"}}
+
+
+INVOICE_KEY = "SupplierInvoice='5105600112',FiscalYear='2025'"
+INVOICE_SRV = "API_SUPPLIERINVOICE_PROCESS_SRV"
+
+
+def invoice_payload(**header: object) -> dict:
+    """A_SupplierInvoice read with $expand of the G/L and purchase-order item tables."""
+    entity = f"A_SupplierInvoice({INVOICE_KEY})"
+    return {
+        "d": {
+            "__metadata": meta(INVOICE_SRV, "A_SupplierInvoice", INVOICE_KEY),
+            "SupplierInvoice": "5105600112",
+            "FiscalYear": "2025",
+            "CompanyCode": "1710",
+            "DocumentDate": "/Date(1736121600000)/",
+            "PostingDate": "/Date(1736208000000)/",
+            "CreationDate": "/Date(1736208000000)/",
+            "SuplrInvcLstChgDteTmeTxt": "20250107093015.5000000",
+            "InvoicingParty": "17386002",
+            "DocumentCurrency": "CHF",
+            "InvoiceGrossAmount": "1350.40",
+            "SupplierInvoiceIsCreditMemo": "",
+            "IsReversed": False,
+            "IsReversal": False,
+            "AccountingDocumentType": "RE",
+            "to_SupplierInvoiceTax": deferred(INVOICE_SRV, entity, "to_SupplierInvoiceTax"),
+            "to_SuplrInvcItemMaterial": {"results": []},
+            "to_SupplierInvoiceItemGLAcct": {
+                "results": [
+                    {
+                        "__metadata": meta(INVOICE_SRV, "A_SupplierInvoiceItemGLAcct", "item-gl-1"),
+                        "SupplierInvoice": "5105600112",
+                        "FiscalYear": "2025",
+                        "SupplierInvoiceItem": "000001",
+                        "GLAccount": "0061003000",
+                        "DocumentCurrency": "CHF",
+                        "SupplierInvoiceItemAmount": "250.40",
+                        "DebitCreditCode": "S",
+                        "SupplierInvoiceItemText": "Courier, January",
+                        "Quantity": "0.000",
+                        "QuantityUnit": "",
+                    }
+                ]
+            },
+            "to_SuplrInvcItemPurOrdRef": {
+                "results": [
+                    {
+                        "__metadata": meta(INVOICE_SRV, "A_SuplrInvcItemPurOrdRef", "item-po-2"),
+                        "SupplierInvoice": "5105600112",
+                        "FiscalYear": "2025",
+                        "SupplierInvoiceItem": "000002",
+                        "PurchaseOrder": "4500008831",
+                        "PurchaseOrderItem": "00010",
+                        "DocumentCurrency": "CHF",
+                        "SupplierInvoiceItemAmount": "1100.00",
+                        "PurchaseOrderQuantityUnit": "KG",
+                        "QuantityInPurchaseOrderUnit": "40.000",
+                        "SupplierInvoiceItemText": "Resin pellets",
+                        "to_SupplierInvoiceItmAcctAssgmt": deferred(
+                            INVOICE_SRV, "item-po-2", "to_SupplierInvoiceItmAcctAssgmt"
+                        ),
+                    }
+                ]
+            },
+            **header,
+        }
+    }
+
+
+def test_documented_envelopes_collection_single_entity_and_errors() -> None:
+    one = {"__metadata": {"uri": "x", "type": "T"}, "Product": "P-1"}
+    two = {"__metadata": {"uri": "y", "type": "T"}, "Product": "P-2"}
+    paged = {"d": {"results": [one, two], "__count": "7", "__next": "A_Product?$skiptoken=2"}}
+
+    assert odata_payload_entities(paged) == [one, two]
+    assert odata_payload_entities({"d": one}) == [one]  # a key read: the entity itself
+    assert odata_payload_entities({"d": [two]}) == [two]  # the older verbose collection form
+    assert odata_payload_entities({"d": {"results": []}}) == []
+    with pytest.raises(ValueError, match="no top-level d"):
+        odata_payload_entities({"error": {"code": "/IWBEP/CM_MGW_RT/020", "message": {}}})
+    with pytest.raises(ValueError, match="neither results nor an entity"):
+        odata_payload_entities({"d": {"__count": "0"}})
+    with pytest.raises(ValueError, match="not a list"):
+        odata_payload_entities({"d": {"results": {"__deferred": {"uri": "z"}}}})
+
+
+def test_documented_supplier_invoice_in_foreign_currency() -> None:
+    [invoice] = odata_payload_entities(invoice_payload())
+
+    records, rejected = spend_records(invoice, RULES)
+
+    assert rejected == []
+    common = {
+        "connection": "sample",
+        "updated_at": dt.datetime(2025, 1, 7, 9, 30, 15, 500000, tzinfo=UTC),
+        "document_id": "5105600112",
+        "document_type": SpendDocumentType.INVOICE,
+        "transaction_date": dt.date(2025, 1, 7),
+        "vendor_id": "17386002",
+        "currency": "CHF",
+    }
+    assert records == [
+        SpendRecord(
+            **common,
+            source_id="5105600112/2025/000001",
+            line_number=1,
+            gl_account="0061003000",
+            description="Courier, January",
+            amount=Decimal("250.40"),
+        ),
+        SpendRecord(
+            **common,
+            source_id="5105600112/2025/000002",
+            line_number=2,
+            description="Resin pellets",
+            amount=Decimal("1100.00"),
+            quantity=Decimal("40"),
+            unit="KG",
+            purchase_order_id="4500008831",
+        ),
+    ]
+
+
+def test_documented_credit_memo_lowers_spend_on_items_without_a_debit_credit_code() -> None:
+    [memo] = odata_payload_entities(
+        invoice_payload(
+            SupplierInvoiceIsCreditMemo="X",
+            SuplrInvcLstChgDteTmeTxt="0.0000000",
+            PostingDate="/Date(1736208000000+0000)/",
+        )
+    )
+
+    records, rejected = spend_records(memo, RULES)
+
+    assert rejected == []
+    assert [(r.document_type, r.amount, r.quantity) for r in records] == [
+        (SpendDocumentType.CREDIT_NOTE, Decimal("250.40"), None),  # its own code S says debit
+        (SpendDocumentType.CREDIT_NOTE, Decimal("-1100.00"), Decimal("-40")),
+    ]
+    assert {r.updated_at for r in records} == {None}
+    assert {r.transaction_date for r in records} == {dt.date(2025, 1, 7)}
+
+
+def test_invoice_with_deferred_or_empty_item_tables_is_refused_not_dropped() -> None:
+    entity = f"A_SupplierInvoice({INVOICE_KEY})"
+    unexpanded = invoice_payload(
+        **{
+            navigation: deferred(INVOICE_SRV, entity, navigation)
+            for navigation in (
+                "to_SupplierInvoiceItemGLAcct",
+                "to_SuplrInvcItemPurOrdRef",
+                "to_SuplrInvcItemMaterial",
+            )
+        }
+    )["d"]
+    empty = invoice_payload(
+        to_SupplierInvoiceItemGLAcct={"results": []}, to_SuplrInvcItemPurOrdRef={"results": []}
+    )["d"]
+    bad_amount = invoice_payload()["d"]
+    bad_amount["to_SupplierInvoiceItemGLAcct"]["results"][0]["SupplierInvoiceItemAmount"] = "1,5"
+
+    records, [refused] = spend_records(unexpanded, RULES)
+    assert records == []
+    assert refused.source_id == "5105600112/2025" and refused.partition_date == dt.date(2025, 1, 7)
+    assert refused.reason == "no item navigation expanded: the invoice's lines were not read"
+
+    records, [refused] = spend_records(empty, RULES)
+    assert records == [] and refused.reason.startswith("no items in ")
+
+    records, [refused] = spend_records(bad_amount, RULES)
+    assert [r.line_number for r in records] == [2]
+    assert refused.source_id == "5105600112/2025/000001"
+    assert refused.reason == "SupplierInvoiceItemAmount is not a decimal: '1,5'"
+
+
+def test_documented_purchase_order_single_entity_with_price_unit_and_schedule() -> None:
+    srv = "API_PURCHASEORDER_PROCESS_SRV"
+    item_key = "PurchaseOrder='4500008831',PurchaseOrderItem='10'"
+    payload = {
+        "d": {
+            "__metadata": meta(srv, "A_PurchaseOrder", "'4500008831'"),
+            "PurchaseOrder": "4500008831",
+            "PurchaseOrderType": "NB",
+            "Supplier": "17386002",
+            "PurchaseOrderDate": "/Date(1735689600000)/",
+            "CreationDate": "/Date(1735689600000)/",
+            "LastChangeDateTime": "/Date(1735810200000+0000)/",
+            "DocumentCurrency": "EUR",
+            "PurchasingDocumentDeletionCode": "",
+            "to_PurchaseOrderNote": deferred(srv, "A_PurchaseOrder('4500008831')", "notes"),
+            "to_PurchaseOrderItem": {
+                "results": [
+                    {
+                        "__metadata": meta(srv, "A_PurchaseOrderItem", item_key),
+                        "PurchaseOrder": "4500008831",
+                        "PurchaseOrderItem": "10",
+                        "PurchaseOrderItemText": "Resin pellets",
+                        "Material": "RM-PEL-04",
+                        "OrderQuantity": "40.000",
+                        "PurchaseOrderQuantityUnit": "KG",
+                        "NetPriceAmount": "275.00",
+                        "NetPriceQuantity": "10",
+                        "DocumentCurrency": "EUR",
+                        "IsCompletelyDelivered": False,
+                        "IsFinallyInvoiced": False,
+                        "PurchasingDocumentDeletionCode": "",
+                        "to_AccountAssignment": {
+                            "results": [
+                                {
+                                    "PurchaseOrder": "4500008831",
+                                    "PurchaseOrderItem": "10",
+                                    "AccountAssignmentNumber": "1",
+                                    "GLAccount": "0051100000",
+                                    "IsDeleted": False,
+                                }
+                            ]
+                        },
+                        "to_ScheduleLine": {
+                            "results": [
+                                {
+                                    "ScheduleLine": "2",
+                                    "ScheduleLineDeliveryDate": "/Date(1738368000000)/",
+                                },
+                                {
+                                    "ScheduleLine": "1",
+                                    "ScheduleLineDeliveryDate": "/Date(1737158400000)/",
+                                },
+                            ]
+                        },
+                        "to_PurchaseOrderPricingElement": deferred(srv, item_key, "pricing"),
+                    }
+                ]
+            },
+        }
+    }
+    [order] = odata_payload_entities(payload)
+
+    parts = purchase_order_records(order, RULES)
+
+    stamp = dt.datetime(2025, 1, 2, 9, 30, tzinfo=UTC)
+    assert parts.rejected == [] and parts.deleted_header_ids == []
+    assert parts.lines == [
+        PurchaseOrderLine(
+            connection="sample",
+            source_id="4500008831/10",
+            updated_at=stamp,
+            purchase_order_id="4500008831",
+            line_number=10,
+            order_date=dt.date(2025, 1, 1),
+            material_id="RM-PEL-04",
+            description="Resin pellets",
+            quantity=Decimal("40"),
+            unit="KG",
+            unit_price=Decimal("27.5"),  # 275.00 per 10 KG
+            amount=Decimal("1100.00"),
+            currency="EUR",
+            gl_account="0051100000",
+            delivery_date=dt.date(2025, 1, 18),
+        )
+    ]
+    assert parts.header == PurchaseOrder(
+        connection="sample",
+        source_id="4500008831",
+        updated_at=stamp,
+        purchase_order_id="4500008831",
+        vendor_id="17386002",
+        order_date=dt.date(2025, 1, 1),
+        currency="EUR",
+        total_amount=Decimal("1100.00"),
+        order_status="open",
+    )
+
+
+def test_documented_business_partner_with_expanded_supplier_and_edm_time() -> None:
+    srv = "API_BUSINESS_PARTNER"
+    payload = {
+        "d": {
+            "results": [
+                {
+                    "__metadata": meta(srv, "A_BusinessPartner", "'17386002'"),
+                    "BusinessPartner": "17386002",
+                    "BusinessPartnerFullName": "Harbour Polymers GmbH",
+                    "Supplier": "17386002",
+                    "CreationDate": "/Date(1704067200000)/",
+                    "CreationTime": "PT08H15M00S",
+                    "LastChangeDate": "/Date(1735689600000)/",
+                    "LastChangeTime": "PT12H00M00S",
+                    "IsMarkedForArchiving": False,
+                    "to_Supplier": {
+                        "__metadata": meta(srv, "A_Supplier", "'17386002'"),
+                        "Supplier": "17386002",
+                        "SupplierName": "Harbour Polymers",
+                        "VATRegistration": "DE298765432",
+                        "DeletionIndicator": False,
+                        "to_SupplierPurchasingOrg": {
+                            "results": [
+                                {"PurchasingOrganization": "1710", "PurchaseOrderCurrency": "EUR"}
+                            ]
+                        },
+                        "to_SupplierCompany": deferred(srv, "A_Supplier('17386002')", "co"),
+                    },
+                    "to_BusinessPartnerAddress": {
+                        "results": [{"AddressID": "24601", "Country": "DE", "CityName": "Kiel"}]
+                    },
+                    "to_BuPaIndustry": {
+                        "results": [
+                            {"IndustrySector": "C22", "IsStandardIndustry": "X"},
+                            {"IndustrySector": "G46", "IsStandardIndustry": ""},
+                        ]
+                    },
+                    "to_BusinessPartnerRole": deferred(srv, "A_BusinessPartner('17386002')", "r"),
+                }
+            ],
+            "__count": "1",
+        }
+    }
+    [partner] = odata_payload_entities(payload)
+
+    assert odata_time("PT12H00M00S") == dt.time(12, 0)
+    assert vendor_record(partner, RULES) == Vendor(
+        connection="sample",
+        source_id="17386002",
+        updated_at=dt.datetime(2025, 1, 1, 12, 0, tzinfo=UTC),
+        vendor_id="17386002",
+        name="Harbour Polymers",
+        country="DE",
+        industry_code="C22",
+        tax_id="DE298765432",
+        currency="EUR",
+    )
+
+
+def test_documented_material_stock_rows_sum_own_stock_per_plant() -> None:
+    srv = "API_MATERIAL_STOCK_SRV"
+    base = {"Material": "RM-PEL-04", "Plant": "1710", "Batch": "", "MaterialBaseUnit": "KG"}
+    rows = odata_payload_entities(
+        {
+            "d": {
+                "results": [
+                    {
+                        "__metadata": meta(srv, "A_MatlStkInAcctMod", "a"),
+                        **base,
+                        "StorageLocation": "171A",
+                        "InventoryStockType": "01",
+                        "InventorySpecialStockType": "",
+                        "MatlWrhsStkQtyInMatlBaseUnit": "120.500",
+                    },
+                    {
+                        "__metadata": meta(srv, "A_MatlStkInAcctMod", "b"),
+                        **base,
+                        "StorageLocation": "171B",
+                        "InventoryStockType": "02",
+                        "InventorySpecialStockType": "",
+                        "MatlWrhsStkQtyInMatlBaseUnit": "4.500",
+                    },
+                    {
+                        "__metadata": meta(srv, "A_MatlStkInAcctMod", "c"),
+                        **base,
+                        "StorageLocation": "171A",
+                        "InventoryStockType": "01",
+                        "InventorySpecialStockType": "K",  # vendor consignment
+                        "Supplier": "17386002",
+                        "MatlWrhsStkQtyInMatlBaseUnit": "900.000",
+                    },
+                    {
+                        "__metadata": meta(srv, "A_MatlStkInAcctMod", "d"),
+                        **base,
+                        "Plant": "1720",
+                        "StorageLocation": "172A",
+                        "InventoryStockType": "01",
+                        "InventorySpecialStockType": "",
+                        "MatlWrhsStkQtyInMatlBaseUnit": None,
+                    },
+                ]
+            }
+        }
+    )
+    day = dt.date(2025, 1, 7)
+    prices = {("RM-PEL-04", "1710"): (Decimal("2.75"), "EUR")}
+
+    records, [refused] = inventory_records(rows, day, prices, RULES)
+
+    assert records == [
+        InventorySnapshot(
+            connection="sample",
+            source_id="RM-PEL-04/1710/2025-01-07",
+            snapshot_date=day,
+            material_id="RM-PEL-04",
+            location="1710",
+            quantity=Decimal("125"),
+            unit="KG",
+            unit_cost=Decimal("2.75"),
+            value=Decimal("343.75"),
+            currency="EUR",
+        )
+    ]
+    assert refused.source_id == "RM-PEL-04/1720/2025-01-07"
+    assert refused.reason == "MatlWrhsStkQtyInMatlBaseUnit is not a decimal: None"
 
 
 # The sandbox over HTTP

@@ -8,6 +8,8 @@ addresses and industries), API_PRODUCT_SRV (A_Product, descriptions, valuation) 
 API_MATERIAL_STOCK_SRV (A_MatlStkInAcctMod). Payloads are `{"d": {"results": [...]}}` with
 `/Date(ms)/` dates and decimals as strings; paging is `$top`/`$skip` over a key `$orderby`,
 following `d.__next` whenever the server cuts a page short (server-driven paging).
+A `d` that is neither a collection nor an entity is an error, never an empty page; an invoice
+or purchase order whose item navigations came back deferred is rejected, not read as empty.
 
 Auth is HTTP Basic or OAuth 2.0 client credentials with the communication user as client
 (`/sap/bc/sec/oauth2/token`); a 401 renews the token once, a second 401 is an `ErpAuthError`.
@@ -190,6 +192,43 @@ def navigation_results(value: Any) -> list[dict]:
     return []
 
 
+def is_deferred(value: Any) -> bool:
+    """Whether a navigation property was left unexpanded (`{"__deferred": {"uri": ...}}`)."""
+    return isinstance(value, dict) and "__deferred" in value
+
+
+def odata_entities(envelope: Any) -> list[dict]:
+    """The entities of an OData v2 JSON `d` object, whatever form the service chose.
+
+    A collection is `{"results": [...]}` (with `__count` and `__next` beside it when asked
+    for or paged), a bare list in the older verbose form, and a single entity (a key read,
+    or a navigation to one) the entity object itself. Anything else is a ValueError, never an
+    empty page.
+    """
+    if isinstance(envelope, list):
+        entities = envelope
+    elif isinstance(envelope, dict) and "results" in envelope:
+        entities = envelope["results"]
+        if not isinstance(entities, list):
+            raise ValueError("d.results is not a list")
+    elif isinstance(envelope, dict) and envelope:
+        if not ("__metadata" in envelope or any(not key.startswith("__") for key in envelope)):
+            raise ValueError("d holds neither results nor an entity")
+        entities = [envelope]
+    else:
+        raise ValueError("d holds neither results nor an entity")
+    if not all(isinstance(entity, dict) for entity in entities):
+        raise ValueError("an entity in d.results is not an object")
+    return entities
+
+
+def odata_payload_entities(body: Any) -> list[dict]:
+    """The entities of a whole OData v2 JSON response body (`{"d": ...}`)."""
+    if not isinstance(body, dict) or "d" not in body:
+        raise ValueError("not an OData v2 JSON payload: no top-level d")
+    return odata_entities(body["d"])
+
+
 def master_data_batch(
     connection: str,
     kind: RecordKind,
@@ -307,6 +346,11 @@ def spend_records(
         for navigation in INVOICE_ITEM_NAVIGATIONS
         for item in navigation_results(invoice.get(navigation))
     ]
+    expanded = [
+        navigation
+        for navigation in INVOICE_ITEM_NAVIGATIONS
+        if navigation in invoice and not is_deferred(invoice.get(navigation))
+    ]
     records: list[SpendRecord] = []
     rejected: list[RejectedRecord] = []
 
@@ -330,6 +374,13 @@ def spend_records(
     except ValueError as error:
         for _, item in items or [(None, None)]:
             refuse(item, f"invoice header unreadable: {error}", None)
+        return records, rejected
+    if not expanded:
+        # A header whose item tables were not read (deferred) has lines nobody saw: say so.
+        refuse(None, "no item navigation expanded: the invoice's lines were not read", posting)
+        return records, rejected
+    if not items:
+        refuse(None, f"no items in {', '.join(expanded)}: the invoice has no lines", posting)
         return records, rejected
 
     if _is_flag(invoice.get("SupplierInvoiceIsCreditMemo")):
@@ -454,6 +505,22 @@ def purchase_order_records(purchase_order: dict, rules: MappingRules) -> Purchas
     parts = PurchaseOrderParts()
     po_id = str(purchase_order.get("PurchaseOrder", ""))
     items = navigation_results(purchase_order.get("to_PurchaseOrderItem"))
+    if "to_PurchaseOrderItem" not in purchase_order or is_deferred(
+        purchase_order.get("to_PurchaseOrderItem")
+    ):
+        # The header carries no total: without its items the order cannot be valued.
+        parts.rejected.append(
+            _po_reject(
+                rules,
+                RecordKind.PURCHASE_ORDER,
+                po_id,
+                purchase_order,
+                None,
+                "to_PurchaseOrderItem not expanded: the order's items and total were not read",
+                _safe_date(purchase_order.get("PurchaseOrderDate")),
+            )
+        )
+        return parts
     if purchase_order.get("PurchasingDocumentDeletionCode"):
         parts.deleted_header_ids.append(po_id)
         parts.deleted_line_ids.extend(f"{po_id}/{item.get('PurchaseOrderItem')}" for item in items)
@@ -530,6 +597,14 @@ def purchase_order_records(purchase_order: dict, rules: MappingRules) -> Purchas
             )
         )
     return parts
+
+
+def _safe_date(value: Any) -> dt.date | None:
+    """A date for a rejected record's partition, or None when it cannot be read."""
+    try:
+        return odata_date(value)
+    except ValueError:
+        return None
 
 
 def _po_reject(rules, kind, source_id, header, item, reason, day) -> RejectedRecord:
@@ -891,11 +966,18 @@ class SapS4HanaSource(ErpSource):
             received = 0
             while url is not None:
                 envelope = self._get_d(url, query)
-                results = envelope.get("results", [])
+                try:
+                    results = odata_entities(envelope)
+                except ValueError as error:
+                    raise ErpRequestError(
+                        self.connection_name,
+                        f"GET {path} sent an unreadable OData payload: {error}",
+                    ) from None
                 received += len(results)
                 if results:
                     yield results
-                url, query = envelope.get("__next"), None
+                url = envelope.get("__next") if isinstance(envelope, dict) else None
+                query = None
             if received < self.page_size:
                 return
             skip += received
@@ -1202,7 +1284,10 @@ __all__ = [
     "inventory_records",
     "master_data_batch",
     "material_record",
+    "is_deferred",
     "odata_date",
+    "odata_entities",
+    "odata_payload_entities",
     "odata_timestamp",
     "product_facts",
     "purchase_order_records",

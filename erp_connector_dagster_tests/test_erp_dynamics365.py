@@ -33,9 +33,14 @@ from erp_connector_dagster.erp.dynamics365 import (
 from erp_connector_dagster.erp.http import ErpAuthError
 from erp_connector_dagster.records import (
     InventorySnapshot,
+    Material,
+    PurchaseOrder,
+    PurchaseOrderLine,
     RecordKind,
     RecordStatus,
     SpendDocumentType,
+    SpendRecord,
+    Vendor,
 )
 from erp_connector_dagster.sandbox import dynamics365_bc, dynamics365_fo
 from erp_connector_dagster.sandbox.company import SandboxCompany
@@ -207,6 +212,458 @@ def test_published_business_central_payloads_parse_to_canonical_records() -> Non
     assert (on_hand.material_id, on_hand.location, on_hand.unit) == ("1896-S", "ALL", "PCS")
     assert on_hand.quantity == Decimal("4") and on_hand.unit_cost == Decimal("780.7")
     assert on_hand.value == Decimal("3122.80") and on_hand.currency is None
+
+
+# --- Documented OData v4 shapes, with values of our own -----------------------------------
+
+
+def _odata_service(collections: dict[str, list[dict]], seen: list[str], page_size: int = 2):
+    """OData v4 as documented: `@odata.context`, rows with `@odata.etag`, JSON numbers for
+    decimals, and server-driven pages joined by `@odata.nextLink` with a `$skiptoken`."""
+
+    @Request.application
+    def app(request: Request) -> Response:
+        if request.path.endswith("/oauth2/v2.0/token"):
+            grant = {"token_type": "Bearer", "expires_in": 3599, "access_token": "doc-token"}
+            return Response(json.dumps(grant), mimetype="application/json")
+        assert request.headers["Authorization"] == "Bearer doc-token"
+        entity_set = request.path.rsplit("/", 1)[-1]
+        seen.append(entity_set)
+        rows = collections.get(entity_set, [])
+        start = int(request.args.get("$skiptoken", "0"))
+        body: dict = {
+            "@odata.context": f"{request.host_url}$metadata#{entity_set}",
+            "value": rows[start : start + page_size],
+        }
+        if start + page_size < len(rows):
+            body["@odata.nextLink"] = f"{request.base_url}?$skiptoken={start + page_size}"
+        return Response(dynamics365_fo.json_dumps(body), mimetype="application/json")
+
+    return app
+
+
+def _bc_invoice(number: str, currency: str, lines: list[dict], **fields) -> dict:
+    return {
+        "@odata.etag": f'W/"JzQ0O{number}Jyc="',
+        "id": f"7c1e4a10-0000-4000-8000-{number.rjust(12, '0')}",
+        "number": number,
+        "invoiceDate": "2025-03-03",
+        "postingDate": "2025-03-04",
+        "dueDate": "2025-04-03",
+        "vendorId": "5a0b2c3d-0000-4000-8000-000000000042",
+        "vendorNumber": "V-0042",
+        "vendorName": "Lakeside Fasteners",
+        "orderNumber": "",
+        "currencyCode": currency,
+        "pricesIncludeTax": False,
+        "totalAmountExcludingTax": 0,
+        "status": "Open",
+        "lastModifiedDateTime": "2025-03-04T16:20:05.117Z",
+        **fields,
+        "purchaseInvoiceLines": lines,
+    }
+
+
+def _bc_line(line_id: str, sequence: int, net: Decimal, quantity: Decimal, **fields) -> dict:
+    return {
+        "@odata.etag": f'W/"JzE5O{line_id}Jyc="',
+        "id": f"9d2f5b60-0000-4000-8000-{line_id.rjust(12, '0')}",
+        "sequence": sequence,
+        "lineType": "Item",
+        "lineObjectNumber": "FX-M8-100",
+        "description": "Hex bolts M8, box of 100",
+        "unitOfMeasureCode": "BOX",
+        "quantity": quantity,
+        "directUnitCost": net / quantity if quantity else net,
+        "netAmount": net,
+        "expectedReceiptDate": "0001-01-01",
+        **fields,
+    }
+
+
+def _read_all(source, kind: RecordKind) -> tuple[list, list]:
+    batches = list(source.fetch(kind, SyncWindow()))
+    return (
+        [record for batch in batches for record in batch.records],
+        [reject for batch in batches for reject in batch.rejected],
+    )
+
+
+def test_business_central_documented_documents_currencies_and_credit_memos() -> None:
+    euro = _bc_invoice("PI-1001", "EUR", [_bc_line("1", 10000, Decimal("450.75"), Decimal("3"))])
+    local = _bc_invoice(
+        "PI-1002",
+        "",
+        [
+            _bc_line(
+                "2",
+                10000,
+                Decimal("80"),
+                Decimal("0"),
+                lineType="Account",
+                lineObjectNumber="8110",
+                description="Freight",
+            )
+        ],
+    )
+    memo = _bc_invoice(
+        "PCM-77",
+        "EUR",
+        [],
+        postingDate="2025-03-05",
+        invoiceNumber="PI-1001",
+        status="Paid",
+    )
+    memo.pop("purchaseInvoiceLines")
+    memo["purchaseCreditMemoLines"] = [_bc_line("3", 10000, Decimal("120.5"), Decimal("2"))]
+    order = {
+        "@odata.etag": 'W/"JzE4O1BPJyc="',
+        "id": "1b3c5d7e-0000-4000-8000-000000000501",
+        "number": "PO-501",
+        "orderDate": "2025-02-20",
+        "vendorNumber": "V-0042",
+        "currencyCode": "",
+        "totalAmountExcludingTax": 905.25,
+        "fullyReceived": False,
+        "status": "Released",
+        "lastModifiedDateTime": "2025-02-21T08:00:00Z",
+        "purchaseOrderLines": [
+            _bc_line(
+                "4",
+                10000,
+                Decimal("905.25"),
+                Decimal("7.5"),
+                invoicedQuantity=0,
+                directUnitCost=120.7,
+                expectedReceiptDate="2025-03-01",
+            )
+        ],
+    }
+    seen: list[str] = []
+    app = _odata_service(
+        {
+            "purchaseInvoices": [euro, local],
+            "purchaseCreditMemos": [memo],
+            "purchaseOrders": [order],
+            "companyInformation": [
+                {
+                    "@odata.etag": 'W/"JzE="',
+                    "id": "c0",
+                    "displayName": "Lakeside Ltd.",
+                    "currencyCode": "USD",
+                }
+            ],
+        },
+        seen,
+    )
+    with Loopback(app) as base_url:
+        source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+        spend, rejected = _read_all(source, RecordKind.SPEND)
+        orders, _ = _read_all(source, RecordKind.PURCHASE_ORDER)
+        lines, _ = _read_all(source, RecordKind.PURCHASE_ORDER_LINE)
+    assert rejected == []
+    assert seen.count("companyInformation") == 1  # read once, when a blank code is first met
+
+    stamp = dt.datetime(2025, 3, 4, 16, 20, 5, 117000, tzinfo=UTC)
+    common = {"connection": "dyn-test", "vendor_id": "V-0042", "line_number": 10000}
+    assert spend == [
+        SpendRecord(
+            **common,
+            source_id="9d2f5b60-0000-4000-8000-000000000001",
+            updated_at=stamp,
+            document_id="PI-1001",
+            document_type=SpendDocumentType.INVOICE,
+            transaction_date=dt.date(2025, 3, 4),
+            material_id="FX-M8-100",
+            description="Hex bolts M8, box of 100",
+            amount=Decimal("450.75"),
+            currency="EUR",
+            quantity=Decimal("3"),
+            unit="BOX",
+        ),
+        SpendRecord(
+            **common,
+            source_id="9d2f5b60-0000-4000-8000-000000000002",
+            updated_at=stamp,
+            document_id="PI-1002",
+            document_type=SpendDocumentType.INVOICE,
+            transaction_date=dt.date(2025, 3, 4),
+            gl_account="8110",
+            description="Freight",
+            amount=Decimal("80"),
+            currency="USD",  # blank currencyCode: the company's local currency
+            unit="BOX",
+        ),
+        SpendRecord(
+            **common,
+            source_id="9d2f5b60-0000-4000-8000-000000000003",
+            updated_at=stamp,
+            document_id="PCM-77",
+            document_type=SpendDocumentType.CREDIT_NOTE,
+            transaction_date=dt.date(2025, 3, 5),
+            material_id="FX-M8-100",
+            description="Hex bolts M8, box of 100",
+            amount=Decimal("-120.5"),
+            currency="EUR",
+            quantity=Decimal("-2"),
+            unit="BOX",
+        ),
+    ]
+    assert orders == [
+        PurchaseOrder(
+            connection="dyn-test",
+            source_id="1b3c5d7e-0000-4000-8000-000000000501",
+            updated_at=dt.datetime(2025, 2, 21, 8, tzinfo=UTC),
+            purchase_order_id="PO-501",
+            vendor_id="V-0042",
+            order_date=dt.date(2025, 2, 20),
+            currency="USD",
+            total_amount=Decimal("905.25"),
+            order_status="open",
+        )
+    ]
+    [line] = lines
+    assert (line.quantity, line.unit_price, line.amount) == (
+        Decimal("7.5"),
+        Decimal("120.7"),
+        Decimal("905.25"),
+    )
+    assert line.currency == "USD" and line.delivery_date == dt.date(2025, 3, 1)
+
+
+def test_business_central_drafts_and_comment_lines_are_not_spend() -> None:
+    posted = _bc_invoice(
+        "PI-2001",
+        "EUR",
+        [
+            _bc_line("11", 10000, Decimal("300"), Decimal("2")),
+            _bc_line(
+                "12",
+                20000,
+                Decimal("0"),
+                Decimal("0"),
+                lineType="Comment",
+                lineObjectNumber="",
+                description="Delivered to dock 4",
+                unitOfMeasureCode="",
+            ),
+        ],
+    )
+    draft = _bc_invoice("PI-2002", "EUR", [_bc_line("13", 10000, Decimal("75"), Decimal("1"))])
+    draft["status"] = "Draft"
+    in_review = _bc_invoice("PI-2003", "EUR", [_bc_line("14", 10000, Decimal("9"), Decimal("1"))])
+    in_review["status"] = "In Review"
+    app = _odata_service(
+        {"purchaseInvoices": [posted, draft, in_review], "purchaseCreditMemos": []}, []
+    )
+    with Loopback(app) as base_url:
+        source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+        spend, rejected = _read_all(source, RecordKind.SPEND)
+
+    assert rejected == []
+    assert [(r.document_id, r.line_number, r.amount) for r in spend] == [
+        ("PI-2001", 10000, Decimal("300"))
+    ]
+
+
+def test_business_central_blank_currency_without_a_known_local_currency_is_refused() -> None:
+    local = _bc_invoice("PI-2001", "", [_bc_line("5", 10000, Decimal("12"), Decimal("1"))])
+    seen: list[str] = []
+    app = _odata_service({"purchaseInvoices": [local], "companyInformation": []}, seen)
+    with Loopback(app) as base_url:
+        unknown = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+        spend, [refused] = _read_all(unknown, RecordKind.SPEND)
+        assert spend == []
+        assert refused.source_id == "PI-2001/9d2f5b60-0000-4000-8000-000000000005"
+        assert "currencyCode is blank and the company's local currency is unknown" in (
+            refused.reason
+        )
+        assert refused.partition_date == dt.date(2025, 3, 4)
+
+        seen.clear()
+        configured = _source(
+            Dynamics365BusinessCentralSource, base_url, dynamics365_bc, local_currency="CAD"
+        )
+        [record], rejected = _read_all(configured, RecordKind.SPEND)
+    assert rejected == [] and record.currency == "CAD"
+    assert "companyInformation" not in seen
+
+
+def test_master_data_rows_without_their_key_are_rejected_not_fatal() -> None:
+    vendors = [
+        {
+            "@odata.etag": 'W/"JzE="',
+            "id": "v-1",
+            "number": "V-0042",
+            "displayName": "Lakeside",
+            "country": "GB",
+            "currencyCode": "",
+            "taxRegistrationNumber": "GB123456789",
+            "lastModifiedDateTime": "0001-01-01T00:00:00Z",
+        },
+        {"@odata.etag": 'W/"JzI="', "id": "v-2", "displayName": "No number"},
+    ]
+    items = [
+        {
+            "@odata.etag": 'W/"JzM="',
+            "id": "i-1",
+            "number": "FX-M8-100",
+            "displayName": "Hex bolts",
+            "itemCategoryCode": "FASTEN",
+            "baseUnitOfMeasureCode": "BOX",
+            "lastModifiedDateTime": "2025-01-09T10:00:00Z",
+        },
+    ]
+    app = _odata_service({"vendors": vendors, "items": items}, [])
+    with Loopback(app) as base_url:
+        source = _source(Dynamics365BusinessCentralSource, base_url, dynamics365_bc)
+        vendor_records, [refused] = _read_all(source, RecordKind.VENDOR)
+        materials, no_rejects = _read_all(source, RecordKind.MATERIAL)
+    assert vendor_records == [
+        Vendor(
+            connection="dyn-test",
+            source_id="v-1",
+            vendor_id="V-0042",
+            name="Lakeside",
+            country="GB",
+            tax_id="GB123456789",
+        )
+    ]
+    assert (refused.source_id, refused.reason) == ("v-2", "number is missing")
+    assert no_rejects == []
+    assert materials == [
+        Material(
+            connection="dyn-test",
+            source_id="i-1",
+            updated_at=dt.datetime(2025, 1, 9, 10, tzinfo=UTC),
+            material_id="FX-M8-100",
+            description="Hex bolts",
+            material_group="FASTEN",
+            base_unit="BOX",
+        )
+    ]
+
+
+def test_finance_documented_entities_price_units_blank_dates_and_bad_rows() -> None:
+    header = {
+        "@odata.etag": 'W/"JzEsNTYzNzE0NDU3Nic="',
+        "dataAreaId": "gbsi",
+        "HeaderReference": "APINV-000311",
+        "InvoiceNumber": "SUP-88121",
+        "InvoiceDate": "2025-02-03T12:00:00Z",
+        "InvoiceAccount": "GB-V0042",
+        "Currency": "EUR",
+        "MethodOfPayment": "BANK",
+        "PurchaseOrderNumber": "",
+    }
+    line = {
+        "@odata.etag": 'W/"JzEsNTYzNzE0NDU3Nyc="',
+        "dataAreaId": "gbsi",
+        "HeaderReference": "APINV-000311",
+        "LineNumber": 1,
+        "ItemNumber": "",
+        "LineDescription": "Calibration service",
+        "NetAmount": 640.2,
+        "Currency": "",
+        "ReceiveNow": 0,
+        "Unit": "",
+        "MainAccountDisplayValue": "601200-OPS-044",
+        "ProcurementCategory": "SERVICES",
+        "PurchaseOrder": "",
+    }
+    po_header = {
+        "@odata.etag": 'W/"JzEsNjgn"',
+        "dataAreaId": "gbsi",
+        "PurchaseOrderNumber": "GB-PO-0917",
+        "OrderVendorAccountNumber": "GB-V0042",
+        "CurrencyCode": "GBP",
+        "AccountingDate": "2025-01-28T12:00:00Z",
+        "PurchaseOrderStatus": "Backorder",
+        "PurchaseOrderLinesV2": [
+            {
+                "dataAreaId": "gbsi",
+                "PurchaseOrderNumber": "GB-PO-0917",
+                "LineNumber": 1,
+                "ItemNumber": "RM-WIRE-2",
+                "LineDescription": "Copper wire 2mm",
+                "OrderedPurchaseQuantity": 250,
+                "PurchaseUnitSymbol": "m",
+                "PurchasePrice": 38.5,
+                "PurchasePriceQuantity": 100,
+                "LineAmount": 96.25,
+                "CurrencyCode": "GBP",
+                "MainAccountIdDisplayValue": "",
+                "RequestedDeliveryDate": "1900-01-01T12:00:00Z",
+            }
+        ],
+    }
+    vendors = [
+        {
+            "@odata.etag": 'W/"JzE="',
+            "dataAreaId": "gbsi",
+            "VendorAccountNumber": "GB-V0042",
+            "VendorOrganizationName": "Lakeside Fasteners",
+            "AddressCountryRegionISOCode": "GB",
+            "CurrencyCode": "GBP",
+            "LineOfBusinessId": "",
+            "TaxExemptNumber": "",
+        },
+        {"@odata.etag": 'W/"JzI="', "dataAreaId": "gbsi", "VendorOrganizationName": "Ghost"},
+    ]
+    app = _odata_service(
+        {
+            "VendorInvoiceHeaders": [header, {**header, "HeaderReference": ""}],
+            "VendorInvoiceLines": [line],
+            "PurchaseOrderHeadersV2": [po_header],
+            "VendorsV2": vendors,
+        },
+        [],
+        page_size=1,
+    )
+    with Loopback(app) as base_url:
+        source = _source(Dynamics365FinanceSource, base_url, dynamics365_fo)
+        spend, [bad_header] = _read_all(source, RecordKind.SPEND)
+        orders, _ = _read_all(source, RecordKind.PURCHASE_ORDER)
+        order_lines, _ = _read_all(source, RecordKind.PURCHASE_ORDER_LINE)
+        vendor_records, [bad_vendor] = _read_all(source, RecordKind.VENDOR)
+
+    assert spend == [
+        SpendRecord(
+            connection="dyn-test",
+            source_id="gbsi/APINV-000311/1",
+            document_id="SUP-88121",
+            line_number=1,
+            document_type=SpendDocumentType.INVOICE,
+            transaction_date=dt.date(2025, 2, 3),
+            vendor_id="GB-V0042",
+            gl_account="601200",
+            description="Calibration service",
+            amount=Decimal("640.2"),
+            currency="EUR",  # the line's blank Currency falls back to the header's
+        )
+    ]
+    assert bad_header.reason == "vendor invoice header without dataAreaId or HeaderReference"
+    assert bad_header.partition_date == dt.date(2025, 2, 3)
+    assert [order.total_amount for order in orders] == [Decimal("96.25")]
+    assert order_lines == [
+        PurchaseOrderLine(
+            connection="dyn-test",
+            source_id="gbsi/GB-PO-0917/1",
+            purchase_order_id="GB-PO-0917",
+            line_number=1,
+            order_date=dt.date(2025, 1, 28),
+            material_id="RM-WIRE-2",
+            description="Copper wire 2mm",
+            quantity=Decimal("250"),
+            unit="m",
+            unit_price=Decimal("0.385"),  # 38.5 per 100 m
+            amount=Decimal("96.25"),
+            currency="GBP",
+            delivery_date=None,  # 1900-01-01 is F&O's blank date
+        )
+    ]
+    assert [v.vendor_id for v in vendor_records] == ["GB-V0042"]
+    assert bad_vendor.reason == "VendorAccountNumber is missing"
 
 
 # --- Entra ID sign-in -----------------------------------------------------------------------

@@ -25,6 +25,9 @@ not carry come from dimensions: vendor `INDUSTRY`, item `COMMODITY`, line `GLACC
 `CAPEX`, header `PAYMENT` = `CARD` for card charges. Today's on-hand is the standard
 `items` entity: `inventory` (the total over all locations), `unitCost` and
 `baseUnitOfMeasureCode`; it has no location, so every item is put at `inventory_location`.
+A blank document `currencyCode` means the company's local currency: it is read as
+`local_currency`, else as `companyInformation.currencyCode` (asked for once), else the line is
+rejected with that reason.
 
 Inventory of a past day: both APIs know only the current on-hand. Past days are read from a
 daily snapshot the customer adds (an F&O custom data entity named by `onhand_snapshot_entity`, a
@@ -83,10 +86,15 @@ logger = logging.getLogger("erp_connector_dagster.erp.dynamics365")
 UTC = dt.timezone.utc
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
 BUSINESS_CENTRAL_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+# Business Central's purchaseInvoices and purchaseCreditMemos list documents before posting too;
+# those are drafts of spend, not spend (API v2.0 status values).
+BC_UNPOSTED_STATUSES = frozenset({"Draft", "In Review"})
 # Documents named in one `$filter` of a line query; keeps request URLs short.
 KEYS_PER_FILTER = 25
 BLANK_DATES = ("0001-01-01", "1900-01-01")
 MASTER_KINDS = (RecordKind.VENDOR, RecordKind.MATERIAL)
+# Where a rejected vendor or material row keeps its identity, in order of preference.
+MASTER_KEYS = ("id", "number", "VendorAccountNumber", "ItemNumber")
 
 
 def odata_throttle_signal(response: requests.Response) -> float | None:
@@ -466,6 +474,22 @@ def _entra_error(response: requests.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
+def _master_batch(
+    source: _Dynamics365Source, kind: RecordKind, rows: list[dict], convert: Callable
+) -> RecordBatch:
+    """Vendors or materials of one page; a row that cannot be read is rejected, with why."""
+    records: list[CanonicalRecord] = []
+    rejected: list[RejectedRecord] = []
+    for row in rows:
+        try:
+            records.append(convert(row))
+        except (ValueError, KeyError) as error:
+            reason = f"{error.args[0]} is missing" if isinstance(error, KeyError) else str(error)
+            key = next((row[name] for name in MASTER_KEYS if blank_to_none(row.get(name))), None)
+            rejected.append(source._reject(kind, blank_to_none(key), reason, row, None))
+    return _batch(records, rejected)
+
+
 def _batch(records: list[CanonicalRecord], rejected: list[RejectedRecord]) -> RecordBatch:
     stamps = [record.updated_at for record in records if record.updated_at is not None]
     return RecordBatch(
@@ -561,19 +585,37 @@ class Dynamics365FinanceSource(_Dynamics365Source):
             yield from self._inventory(window)
         elif kind is RecordKind.VENDOR:
             for page in self._pages("data/VendorsV2", self._query([])):
-                yield _batch([self._vendor(row) for row in page], [])
+                yield _master_batch(self, kind, page, self._vendor)
         else:
             for page in self._pages("data/ReleasedProductsV2", self._query([])):
-                yield _batch([self._material(row) for row in page], [])
+                yield _master_batch(self, kind, page, self._material)
 
     # Spend
 
     def _spend(self, window: SyncWindow) -> Iterator[RecordBatch]:
         headers: dict[tuple[str, str], dict] = {}
         params = self._query(self._window_conditions(window, "InvoiceDate"))
+        refused: list[RejectedRecord] = []
         for page in self._pages("data/VendorInvoiceHeaders", params):
             for header in page:
-                headers[(header["dataAreaId"], header["HeaderReference"])] = header
+                key = (
+                    blank_to_none(header.get("dataAreaId")),
+                    blank_to_none(header.get("HeaderReference")),
+                )
+                if None in key:
+                    refused.append(
+                        self._reject(
+                            RecordKind.SPEND,
+                            "/".join(part or "" for part in key),
+                            "vendor invoice header without dataAreaId or HeaderReference",
+                            header,
+                            _snapshot_day(header.get("InvoiceDate")),
+                        )
+                    )
+                    continue
+                headers[key] = header
+        if refused:
+            yield _batch([], refused)
         for keys in chunks(list(headers), KEYS_PER_FILTER):
             selection = " or ".join(
                 f"(dataAreaId eq {odata_string(area)} and HeaderReference eq "
@@ -594,11 +636,14 @@ class Dynamics365FinanceSource(_Dynamics365Source):
     def _spend_batch(self, headers: dict, lines: list[dict]) -> RecordBatch:
         by_header: dict[tuple[str, str], list[dict]] = {}
         for line in lines:
-            by_header.setdefault((line["dataAreaId"], line["HeaderReference"]), []).append(line)
+            key = (line.get("dataAreaId"), line.get("HeaderReference"))
+            by_header.setdefault(key, []).append(line)
         records: list[CanonicalRecord] = []
         rejected: list[RejectedRecord] = []
         for key, header_lines in by_header.items():
-            header = headers[key]
+            header = headers.get(key)
+            if header is None:
+                continue  # not asked for: the line filter names only the headers read
             document_type = self._document_type(header, header_lines)
             for line in header_lines:
                 source_id = f"{key[0]}/{key[1]}/{line.get('LineNumber')}"
@@ -654,7 +699,7 @@ class Dynamics365FinanceSource(_Dynamics365Source):
             gl_account=gl_account.split("-")[0] if gl_account else None,
             description=blank_to_none(line.get("LineDescription") or line.get("ItemName")),
             amount=parse_decimal(line.get("NetAmount"), "NetAmount"),
-            currency=str(line.get("Currency") or header["Currency"]),
+            currency=_required(line.get("Currency") or header.get("Currency"), "Currency"),
             quantity=quantity_or_none(line.get("ReceiveNow"), "ReceiveNow"),
             unit=blank_to_none(line.get("Unit")),
             is_capex=line.get("ProcurementCategory") == self.capex_procurement_category,
@@ -697,7 +742,7 @@ class Dynamics365FinanceSource(_Dynamics365Source):
         if order_date is None:
             raise ValueError("AccountingDate is blank")
         updated_at = parse_datetime(header.get("ModifiedDateTime"))
-        currency = str(header["CurrencyCode"])
+        currency = _required(header.get("CurrencyCode"), "CurrencyCode")
         lines = [
             PurchaseOrderLine(
                 connection=self.connection_name,
@@ -710,7 +755,7 @@ class Dynamics365FinanceSource(_Dynamics365Source):
                 description=blank_to_none(line.get("LineDescription")),
                 quantity=parse_decimal(line.get("OrderedPurchaseQuantity"), "quantity"),
                 unit=blank_to_none(line.get("PurchaseUnitSymbol")),
-                unit_price=parse_decimal(line.get("PurchasePrice"), "PurchasePrice"),
+                unit_price=_unit_price(line),
                 amount=parse_decimal(line.get("LineAmount"), "LineAmount"),
                 currency=str(line.get("CurrencyCode") or currency),
                 gl_account=blank_to_none(line.get("MainAccountIdDisplayValue")),
@@ -866,6 +911,25 @@ class Dynamics365FinanceSource(_Dynamics365Source):
         return summary
 
 
+def _required(value: object, name: str) -> str:
+    text = blank_to_none(value)
+    if text is None:
+        raise ValueError(f"{name} is blank")
+    return text
+
+
+def _unit_price(line: dict) -> Decimal:
+    """`PurchasePrice` is per `PurchasePriceQuantity` units (the price unit), 1 when absent."""
+    price = parse_decimal(line.get("PurchasePrice"), "PurchasePrice")
+    per = line.get("PurchasePriceQuantity")
+    if per is None:
+        return price
+    per = parse_decimal(per, "PurchasePriceQuantity")
+    if per <= 0:
+        raise ValueError(f"PurchasePriceQuantity {per} is not positive")
+    return price / per
+
+
 def _summarise(summary: ChangeSummary, rows: list[dict], date_field: str, stamp: str) -> None:
     for row in rows:
         day = parse_date(row.get(date_field))
@@ -901,6 +965,36 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
         description="'<publisher>/<group>/<version>/<entitySet>' of a custom API page with one "
         "on-hand row per item, location and snapshotDate; without it only today's on-hand.",
     )
+    local_currency: str = Field(
+        default="",
+        description="The company's local currency (LCY); empty reads companyInformation "
+        "when a document's currencyCode is blank.",
+    )
+
+    _local_currency: str | None = PrivateAttr(default=None)
+
+    def _document_currency(self, document: dict) -> str:
+        """A document's `currencyCode`; blank means the company's local currency (LCY).
+
+        The standard pages already write the LCY code in its place, but only when the
+        General Ledger Setup names one; a blank is then read as the configured
+        `local_currency`, else `companyInformation.currencyCode`, else refused.
+        """
+        code = blank_to_none(document.get("currencyCode"))
+        if code is not None:
+            return code
+        if self._local_currency is None:
+            self._local_currency = self.local_currency.strip()
+            if not self._local_currency:
+                for page in self._pages(f"{self._company_path()}/companyInformation", {}):
+                    for row in page:
+                        self._local_currency = blank_to_none(row.get("currencyCode")) or ""
+        if not self._local_currency:
+            raise ValueError(
+                "currencyCode is blank and the company's local currency is unknown "
+                "(set local_currency)"
+            )
+        return self._local_currency
 
     def _scope(self) -> str:
         return BUSINESS_CENTRAL_SCOPE
@@ -957,7 +1051,7 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
                     f"lastModifiedDateTime ge {odata_datetime(window.changed_since)}"
                 )
             for page in self._pages(f"{base}/{entity_set}", params):
-                yield _batch([convert(row) for row in page], [])
+                yield _master_batch(self, kind, page, convert)
 
     # Spend
 
@@ -965,7 +1059,12 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
         records: list[CanonicalRecord] = []
         rejected: list[RejectedRecord] = []
         for document in documents:
+            if document.get("status") in BC_UNPOSTED_STATUSES:
+                # Not spend yet: the same id comes back as Open once the document is posted.
+                continue
             for line in document.get(lines_key) or []:
+                if line.get("lineType") == "Comment":
+                    continue  # text only: no amount, quantity or account
                 source_id = str(line.get("id"))
                 try:
                     records.append(self._spend_record(document, line, credit, source_id))
@@ -1026,7 +1125,7 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
             ),
             description=blank_to_none(line.get("description")),
             amount=sign * parse_decimal(line.get("netAmount"), "netAmount"),
-            currency=str(document["currencyCode"]),
+            currency=self._document_currency(document),
             quantity=sign * quantity if quantity is not None else None,
             unit=blank_to_none(line.get("unitOfMeasureCode")),
             is_capex=line_dimensions.get("CAPEX") == "YES",
@@ -1060,7 +1159,7 @@ class Dynamics365BusinessCentralSource(_Dynamics365Source):
         if order_date is None:
             raise ValueError("orderDate is blank")
         updated_at = parse_datetime(order.get("lastModifiedDateTime"))
-        currency = str(order["currencyCode"])
+        currency = self._document_currency(order)
         raw_lines = order.get("purchaseOrderLines") or []
         lines = []
         for line in raw_lines:

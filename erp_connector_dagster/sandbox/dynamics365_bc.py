@@ -4,7 +4,8 @@ Serves the synthetic company under
 `/v2.0/<tenant>/<environment>/api/v2.0/companies(<id>)/<entitySet>` as Business Central does:
 `purchaseInvoices` and `purchaseCreditMemos` with their lines (`$expand`), `purchaseOrders` with
 `purchaseOrderLines`, `vendors` and `items` with `defaultDimensions`, document lines with
-`dimensionSetLines`. Field names and types follow the API v2.0 reference: GUID `id`s, `Edm.Date`
+`dimensionSetLines`, and `companyInformation` (its `currencyCode` is the local currency).
+Field names and types follow the API v2.0 reference: GUID `id`s, `Edm.Date`
 dates as `2026-11-25`, `lastModifiedDateTime` in UTC with milliseconds, decimals as JSON
 numbers, document status words ("Open", "Paid", "Canceled"). Credit memos carry positive
 quantities and amounts: the document type says that they are credits.
@@ -81,6 +82,8 @@ SANDBOX_TENANT_ID = "3e9a51c4-8d2b-4f6e-a0c7-91b5d3f2e814"
 SANDBOX_ENVIRONMENT = "production"
 SANDBOX_COMPANY_ID = "5d115c9c-44e3-ea11-bb43-000d3a2feca1"
 BUSINESS_CENTRAL_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+# The company's local currency: companyInformation.currencyCode (the LCY code).
+LOCAL_CURRENCY = "USD"
 
 SANDBOX_CREDENTIALS: dict[str, str] = {
     "tenant_id": SANDBOX_TENANT_ID,
@@ -189,6 +192,7 @@ class BusinessCentralEmulator:
             "purchaseOrders": self._purchase_orders,
             "vendors": self._vendors,
             "items": self._items,
+            "companyInformation": self._company_information,
         }
         api_route, _, self.snapshot_entity_set = ONHAND_SNAPSHOT_API.rpartition("/")
         self.snapshot_prefix = (
@@ -392,6 +396,26 @@ class BusinessCentralEmulator:
         stock = self._stock_now()
         rows = [self._item(m, *stock.get(m.material_id, (0, 0))) for m in self.company.materials()]
         return self._master(request, "items", rows)
+
+    def _company_information(self, request: Request) -> Response:
+        """The one companyInformation row; `currencyCode` is the local currency (LCY code)."""
+        row = {
+            "@odata.etag": etag(SANDBOX_COMPANY_ID, None),
+            "id": SANDBOX_COMPANY_ID,
+            "displayName": "CRONUS USA, Inc.",
+            "country": "US",
+            "currencyCode": LOCAL_CURRENCY,
+            "currentFiscalYearStartDate": f"{self.company.business_days()[-1].year}-01-01",
+            "lastModifiedDateTime": BLANK_DATE + "T00:00:00Z",
+        }
+        return paged_response(
+            request,
+            "companyInformation",
+            [row],
+            lambda row: (row["id"],),
+            DEFAULT_PAGE_SIZE,
+            lambda row: project(row, request.args.get("$select")),
+        )
 
     def _stock_now(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Item number -> (inventory, unit cost) over all locations on the latest day."""

@@ -951,6 +951,7 @@ class FinanceEmulator:
             "OrderedPurchaseQuantity": line.quantity,
             "PurchaseUnitSymbol": line.unit or "",
             "PurchasePrice": line.unit_price,
+            "PurchasePriceQuantity": Decimal(1),
             "LineAmount": line.amount,
             "CurrencyCode": line.currency,
             "MainAccountIdDisplayValue": line.gl_account or "",

@@ -17,7 +17,7 @@ from erp_connector_dagster.erp import build_source
 from erp_connector_dagster.erp.base import SyncWindow
 from erp_connector_dagster.erp.http import ErpAuthError
 from erp_connector_dagster.erp.oracle_fusion import OracleFusionSource
-from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
+from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType, SpendRecord
 from erp_connector_dagster.sandbox import oracle_fusion as emulator
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.server import SandboxConnection, SandboxServer
@@ -209,10 +209,11 @@ def test_amounts_are_exact_json_numbers(served, company) -> None:
     first = company.records(RecordKind.SPEND, day)[0]
     assert f'"LineAmount": {first.amount:f}' in raw  # trailing zeros kept, not a string
     parsed = json.loads(raw, parse_float=Decimal)
+    # Without a REST-Framework-Version header the pod answers framework 1: bare child arrays.
     assert any(
         isinstance(line["LineAmount"], Decimal | int)
         for invoice in parsed["items"]
-        for line in invoice["invoiceLines"]["items"]
+        for line in invoice["invoiceLines"]
     )
 
 
@@ -343,3 +344,317 @@ def test_changed_days_asks_only_for_dates(source, company, served) -> None:
     )
     assert all("fields=LastUpdateDate%2CInvoiceDate" in url for url in sent)
     assert all("expand" not in url for url in sent)
+
+
+# The published shape: Payables invoices as the REST reference and its examples write them
+
+
+def _published_invoices(framework: int) -> list[dict]:
+    """Three invoices in the documented attribute names, with values of our own.
+
+    A standard invoice, a credit memo (Payables stores it negative) and a canceled invoice
+    (validation status "Canceled", a cancellation date, amounts zeroed).
+    """
+
+    def lines(rows: list[dict]) -> list[dict] | dict:
+        if framework < 3:
+            return rows
+        return {"items": rows, "count": len(rows), "hasMore": False, "limit": 25, "offset": 0}
+
+    common = {
+        "InvoiceCurrency": "EUR",
+        "PaymentCurrency": "EUR",
+        "BusinessUnit": "Lyon Operations BU",
+        "Supplier": "Rhone Valley Fasteners",
+        "SupplierNumber": "20417",
+        "SupplierSite": "LYON-01",
+        "ApprovalStatus": "Approved",
+        "PaidStatus": "Unpaid",
+        "PurchaseOrderNumber": None,
+        "CanceledDate": None,
+        "CanceledBy": None,
+    }
+    return [
+        {
+            **common,
+            "InvoiceId": 300100552311001,
+            "InvoiceNumber": "RVF-88120",
+            "InvoiceAmount": Decimal("1130.40"),
+            "InvoiceDate": "2026-10-14",
+            "AccountingDate": "2026-10-14",
+            "InvoiceType": "Standard",
+            "ValidationStatus": "Validated",
+            "LastUpdateDate": "2026-10-15T08:01:12.345+00:00",
+            "invoiceLines": lines(
+                [
+                    {
+                        "LineNumber": 1,
+                        "LineType": "Item",
+                        "LineAmount": Decimal("1000.40"),
+                        "Description": "Hex bolts M12, zinc plated",
+                        "Quantity": Decimal("4000"),
+                        "UOM": "Each",
+                        "UnitPrice": Decimal("0.2501"),
+                        "Item": "FAST-M12",
+                        "DistributionCombination": "310.4410.6120.000",
+                        "TrackAsAssetFlag": False,
+                        "CanceledFlag": False,
+                        "DiscardedFlag": False,
+                        "PurchaseOrderNumber": "LY-PO-5521",
+                    },
+                    {
+                        "LineNumber": "2",  # framework 9 writes long numbers as strings
+                        "LineType": "Item",
+                        "LineAmount": 130,
+                        "Description": "Torque wrench",
+                        "Quantity": None,
+                        "UOM": None,
+                        "Item": None,
+                        "DistributionCombination": "310.4410.1520.000",
+                        "TrackAsAssetFlag": True,
+                        "CanceledFlag": False,
+                        "DiscardedFlag": False,
+                        "PurchaseOrderNumber": None,
+                    },
+                ]
+            ),
+        },
+        {
+            **common,
+            "InvoiceId": 300100552311002,
+            "InvoiceNumber": "RVF-CM-0093",
+            "InvoiceAmount": Decimal("-250.00"),
+            "InvoiceDate": "2026-10-14",
+            "AccountingDate": "2026-10-14",
+            "InvoiceType": "Credit memo",
+            "ValidationStatus": "Validated",
+            "LastUpdateDate": "2026-10-14T16:45:00+02:00",
+            "invoiceLines": lines(
+                [
+                    {
+                        "LineNumber": 1,
+                        "LineType": "Item",
+                        "LineAmount": Decimal("-250.00"),
+                        "Description": "Returned damaged bolts",
+                        "Quantity": Decimal("-1000"),
+                        "UOM": "Each",
+                        "Item": "FAST-M12",
+                        "DistributionCombination": "310.4410.6120.000",
+                        "TrackAsAssetFlag": False,
+                        "CanceledFlag": False,
+                        "DiscardedFlag": False,
+                        "PurchaseOrderNumber": "LY-PO-5521",
+                    }
+                ]
+            ),
+        },
+        {
+            **common,
+            "InvoiceId": 300100552311003,
+            "InvoiceNumber": "RVF-88121",
+            "InvoiceAmount": 0,
+            "InvoiceDate": "2026-10-14",
+            "AccountingDate": "2026-10-14",
+            "InvoiceType": "Standard",
+            "ValidationStatus": "Canceled",
+            "CanceledDate": "2026-10-16",
+            "CanceledBy": "AP.CLERK",
+            "LastUpdateDate": "2026-10-16T09:30:00.000+00:00",
+            "invoiceLines": lines(
+                [
+                    {
+                        "LineNumber": 1,
+                        "LineType": "Item",
+                        "LineAmount": 0,
+                        "Description": "Duplicate of RVF-88120",
+                        "Quantity": 0,
+                        "UOM": "Each",
+                        "Item": "FAST-M12",
+                        "DistributionCombination": "310.4410.6120.000",
+                        "TrackAsAssetFlag": False,
+                        "CanceledFlag": True,
+                        "DiscardedFlag": False,
+                        "PurchaseOrderNumber": None,
+                    }
+                ]
+            ),
+        },
+    ]
+
+
+def _expected_published_records(connection: str) -> list[SpendRecord]:
+    day = dt.date(2026, 10, 14)
+
+    def record(**fields) -> SpendRecord:
+        base = {
+            "connection": connection,
+            "transaction_date": day,
+            "vendor_id": "20417",
+            "currency": "EUR",
+            "status": RecordStatus.ACTIVE,
+            "document_type": SpendDocumentType.INVOICE,
+            "gl_account": "6120",
+            "material_id": "FAST-M12",
+            "unit": "Each",
+            "is_capex": False,
+            "purchase_order_id": None,
+        }
+        return SpendRecord(**{**base, **fields})
+
+    return [
+        record(
+            source_id="300100552311001/1",
+            updated_at=dt.datetime(2026, 10, 15, 8, 1, 12, 345000, tzinfo=dt.timezone.utc),
+            document_id="RVF-88120",
+            line_number=1,
+            description="Hex bolts M12, zinc plated",
+            amount=Decimal("1000.40"),
+            quantity=Decimal("4000"),
+            purchase_order_id="LY-PO-5521",
+        ),
+        record(
+            source_id="300100552311001/2",
+            updated_at=dt.datetime(2026, 10, 15, 8, 1, 12, 345000, tzinfo=dt.timezone.utc),
+            document_id="RVF-88120",
+            line_number=2,
+            description="Torque wrench",
+            amount=Decimal("130"),
+            quantity=None,
+            unit=None,
+            material_id=None,
+            gl_account="1520",
+            is_capex=True,
+        ),
+        record(
+            source_id="300100552311002/1",
+            updated_at=dt.datetime(2026, 10, 14, 14, 45, tzinfo=dt.timezone.utc),
+            document_id="RVF-CM-0093",
+            line_number=1,
+            document_type=SpendDocumentType.CREDIT_NOTE,
+            description="Returned damaged bolts",
+            amount=Decimal("-250.00"),
+            quantity=Decimal("-1000"),
+            purchase_order_id="LY-PO-5521",
+        ),
+        record(
+            source_id="300100552311003/1",
+            updated_at=dt.datetime(2026, 10, 16, 9, 30, tzinfo=dt.timezone.utc),
+            document_id="RVF-88121",
+            line_number=1,
+            status=RecordStatus.VOIDED,
+            description="Duplicate of RVF-88120",
+            amount=Decimal("0"),
+            quantity=Decimal("0"),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("framework", [1, 3], ids=["bare-child-arrays", "child-collections"])
+def test_published_invoice_shape_gives_exact_canonical_records(source, framework) -> None:
+    payload = json.loads(
+        emulator.dump_json({"items": _published_invoices(framework)}), parse_float=Decimal
+    )
+
+    batch = source.records_from_items(RecordKind.SPEND, payload["items"])
+
+    assert batch.rejected == []
+    assert batch.records == _expected_published_records(source.connection_name)
+    # The credit memo lowers the document's spend; the canceled invoice adds nothing.
+    assert sum(r.amount for r in batch.records) == Decimal("880.40")
+    assert batch.high_watermark == dt.datetime(2026, 10, 16, 9, 30, tzinfo=dt.timezone.utc)
+
+
+def test_credit_memo_type_is_read_whatever_its_capitals_and_sign(source) -> None:
+    invoice = _published_invoices(3)[1]
+    invoice["InvoiceType"] = "Credit Memo"
+    line = invoice["invoiceLines"]["items"][0]
+    line["LineAmount"], line["Quantity"] = Decimal("250.00"), Decimal("1000")
+
+    batch = source.records_from_items(RecordKind.SPEND, [invoice])
+
+    assert [(r.amount, r.quantity) for r in batch.records] == [
+        (Decimal("-250.00"), Decimal("-1000"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"invoiceLines": "not lines"}, "neither a collection nor an array"),
+        ({"invoiceLines": []}, "no invoiceLines"),
+        ({"InvoiceType": "Prepayment"}, "is not spend"),
+        ({"InvoiceCurrency": None}, "InvoiceCurrency is missing"),
+        ({"line": {"TrackAsAssetFlag": "perhaps"}}, "TrackAsAssetFlag"),
+        ({"line": {"LineAmount": "twelve"}}, "LineAmount"),
+    ],
+    ids=["child-garbage", "no-lines", "prepayment", "no-currency", "bad-flag", "bad-amount"],
+)
+def test_unreadable_invoices_are_rejected_with_a_reason(source, change, reason) -> None:
+    invoice = _published_invoices(3)[0]
+    line_change = change.pop("line", None)
+    invoice.update(change)
+    if line_change:
+        invoice["invoiceLines"]["items"][0].update(line_change)
+
+    batch = source.records_from_items(RecordKind.SPEND, [invoice])
+
+    assert batch.rejected and all(reason in r.reason for r in batch.rejected)
+    assert batch.rejected[0].source_id.startswith("300100552311001")
+    # Nothing vanishes: every line is a record or a reject.
+    assert len(batch.records) + len(batch.rejected) >= 1
+
+
+def test_the_source_asks_for_framework_3_and_the_pod_answers_by_version(served, source):
+    day = served[1].company.business_days()[-5]
+    sent = []
+    session = source.http.session
+    session.hooks["response"].append(lambda response, **_: sent.append(response.request))
+    try:
+        records = read(source, RecordKind.SPEND, SyncWindow.for_day(day))
+    finally:
+        session.hooks["response"].clear()
+    query = {"q": f"InvoiceDate='{day}'", "expand": "invoiceLines", "onlyData": "true"}
+    default = get(served, "invoices", **query).json()["items"][0]
+    bearer = {"Authorization": f"Bearer {token(served)}"}
+    url = f"{base(served)}/fscmRestApi/resources/11.13.18.05/invoices"
+    three = requests.get(
+        url, params=query, headers={**bearer, "REST-Framework-Version": "3"}, timeout=10
+    )
+    refused = requests.get(
+        url, params=query, headers={**bearer, "REST-Framework-Version": "x"}, timeout=10
+    )
+
+    assert records and all(r.headers["REST-Framework-Version"] == "3" for r in sent)
+    assert all("+and+" in r.url or "%20and%20" in r.url for r in sent)
+    assert isinstance(default["invoiceLines"], list)
+    assert set(three.json()["items"][0]["invoiceLines"]) >= {"items", "count", "hasMore"}
+    assert refused.status_code == 400
+
+
+def test_a_bare_child_array_as_long_as_a_page_is_read_again_in_full(source, served) -> None:
+    company = served[1].company
+    day = company.business_days()[-7]
+    invoice = get(served, "invoices", q=f"InvoiceDate='{day}'", onlyData="true").json()["items"][0]
+    truth = [
+        r.line_number
+        for r in company.records(RecordKind.SPEND, day)
+        if r.document_id == invoice["InvoiceNumber"]
+    ]
+    item = {**invoice, "invoiceLines": [{"LineNumber": 99}] * emulator.DEFAULT_LIMIT}
+
+    source._complete_children("invoices", item)
+
+    assert [line["LineNumber"] for line in item["invoiceLines"]["items"]] == truth
+
+
+def test_a_canceled_header_voids_lines_whose_own_flags_are_clear(source) -> None:
+    invoice = _published_invoices(1)[2]
+    invoice["invoiceLines"][0]["CanceledFlag"] = False
+    by_date = {**invoice, "ValidationStatus": "Validated"}  # only the cancellation date says so
+
+    records = source.records_from_items(RecordKind.SPEND, [invoice, by_date]).records
+
+    assert [r.status for r in records] == [RecordStatus.VOIDED]
+    assert source.records_from_items(RecordKind.SPEND, [by_date]).records[0].status is (
+        RecordStatus.VOIDED
+    )

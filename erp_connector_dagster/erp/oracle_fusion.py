@@ -1,27 +1,60 @@
 """Oracle ERP Cloud (Fusion) source: ADF REST resources of fscmRestApi 11.13.18.05.
 
-Follows the REST API for Oracle Fusion Cloud Financials, Procurement and SCM (release 24D
-resource version 11.13.18.05): collections answer `{items, count, hasMore, limit, offset,
-links}`, paged with `limit` (the server caps it at 500) and `offset`, filtered with `q`
-(`InvoiceDate>='2026-11-02';LastUpdateDate>='...'`), ordered with `orderBy=Key:asc` so offset
-paging is stable, and trimmed with `onlyData=true` and `fields`. Children come inline with
-`expand` and, when an inline child collection says `hasMore`, from `<id>/child/<name>`.
-Amounts are JSON numbers, read as exact decimals.
+Follows the REST API for Oracle Fusion Cloud Financials, Procurement and SCM (resource version
+11.13.18.05): collections answer `{items, count, hasMore, limit, offset, links}`, paged with
+`limit` (the server caps it at 500) and `offset`, filtered with `q`, ordered with
+`orderBy=Key:asc` so offset paging is stable, and trimmed with `onlyData=true` and `fields`.
+Children come inline with `expand` and, when an inline child says `hasMore`, from
+`<id>/child/<name>`. Amounts are JSON numbers, read as exact decimals.
+
+Every request carries `REST-Framework-Version: 3`. Fusion answers framework 1 when a client
+names none, and framework 1 and 2 render an expanded child as a bare array with no `hasMore`;
+framework 3 renders it as a collection that says whether rows are missing, and (like 2) reads
+`q` as a row-match expression, so conditions are joined with `and`. A bare array still parses
+(a pod or proxy that drops the header); one as long as a default page (25) is read again from
+the child resource, since it may have been cut there.
 
 Authentication is OAuth 2.0 client credentials against the pod's identity domain (IDCS/IAM)
 through requests-oauthlib; the bearer token is renewed before it expires and on a 401.
 Throttling is 429 with Retry-After.
 
-Where things live: supplier invoices `invoices` (+ `invoiceLines`; credit memos are negative,
-expense-report invoices carry corporate card charges), `purchaseOrders` (+ `lines`),
+Where things live: supplier invoices `invoices` (+ `invoiceLines`; Payables stores credit
+memos negative, the sign is forced negative here whatever it is), `purchaseOrders` (+ `lines`),
 `suppliers` (+ `sites` for the invoice currency), `itemsV2`, `inventoryOnhandBalances`.
 
-Limitation: attribute names are those of Oracle's REST reference as far as the stored pages
-showed them (envelope, query parameters, InvoiceId/InvoiceNumber/InvoiceType/LineAmount/
-LastUpdateDate...); a few could not be checked against a published payload and are flattened
-here from their child resources: the PO line's charge account (`POChargeAccount`, a
-distribution attribute), its `RequestedDeliveryDate` (a schedule attribute), the item's
-`CommodityCode` and the supplier's NAICS code in `StandardIndustryClass`.
+Sources checked (stored copies, 2026):
+- docs.oracle.com, REST API for Oracle Fusion Cloud Financials (farfa, 23d-25d): "Find Invoices
+  that are Canceled" and "Get Specific Details for Invoices" example responses (InvoiceId as a
+  number, InvoiceNumber, InvoiceCurrency, PaymentCurrency, InvoiceAmount, InvoiceDate and
+  AccountingDate as `YYYY-MM-DD`, BusinessUnit, Supplier, SupplierNumber as a string,
+  SupplierSite, InvoiceType "Standard", ValidationStatus "Canceled" with InvoiceAmount 0);
+  "REST API Attributes" for Payables invoices (LastUpdateDate, CreationDate, ValidationStatus,
+  CanceledDate, CanceledBy, ApprovalStatus, PaidStatus, PurchaseOrderNumber: no header
+  cancellation flag); the invoiceLines child GET schema (a collection with items, count,
+  hasMore, limit, offset, links); "Set the REST Framework Version" (default 1; 2 changes `q`;
+  3 renders nested children as collections); the Supplier Portal cancelLine action (a canceled
+  line's amount is set to zero).
+- Public client code in the code index (a TypeScript Fusion financials client listing invoice
+  and invoiceLines fields; a C# invoice-line model; Python and PL/SQL invoice payloads):
+  invoiceLines LineNumber (a string in framework 9), LineType "Item", LineAmount, Quantity,
+  UOM, UnitPrice, Item, ItemDescription, DistributionCombination, TrackAsAssetFlag (not the
+  SOAP interface's AssetsTrackingFlag), CanceledFlag, DiscardedFlag, PurchaseOrderNumber,
+  LastUpdateDate; invoiceDistributions with DistributionCombination.
+- Public purchase-order clients in the code index (a Kotlin PO DTO, a Python procurement tool's
+  test): POHeaderId, OrderNumber, ProcurementBU, Currency, Supplier, SupplierSite, and lines
+  with LineNumber, Item, Quantity, UOM, Description, Price.
+
+A canceled invoice is recognised by ValidationStatus "Canceled" or a CanceledDate; a canceled
+or discarded line by its CanceledFlag or DiscardedFlag. Its amounts are read as stored (zero
+after a real cancellation) and the records are kept as voided.
+
+Limitation (not confirmed against a published payload): the "Credit memo", "Debit memo" and
+"Expense report" meanings of InvoiceType (matched without regard to capitals); tax, freight and
+miscellaneous lines are read as spend like item lines; on purchase orders SupplierNumber,
+CurrencyCode, Ordered (the total), StatusCode and the lines' UOMCode and Amount; the PO line's
+charge account (`POChargeAccount`, a distribution attribute) and `RequestedDeliveryDate` (a
+schedule attribute), flattened onto the line here; the item's `CommodityCode`, the supplier's
+NAICS code in `StandardIndustryClass`; all of `inventoryOnhandBalances`.
 Limitation: Fusion keeps only current on-hand balances; day snapshots are read from
 `inventoryOnhandBalances` filtered on a `SnapshotDate` that the pod's daily extract adds.
 Limitation: the REST API reports no deletions; a deleted document vanishes from re-reads of its
@@ -58,6 +91,7 @@ from erp_connector_dagster.erp.base import (
 )
 from erp_connector_dagster.erp.http import (
     ErpHttpClient,
+    ErpRequestError,
 )
 from erp_connector_dagster.records import (
     CanonicalRecord,
@@ -77,11 +111,20 @@ logger = logging.getLogger(__name__)
 
 API_ROOT = "fscmRestApi/resources/11.13.18.05"
 MAX_PAGE_SIZE = 500
+# Framework 3 is the first to render an expanded child as a collection with `hasMore`; it also
+# reads `q` as a row-match expression (framework 2 syntax). A pod answers framework 1 without it.
+FRAMEWORK_VERSION = "3"
+# An expanded child that came back as a plain array (framework 1 or 2) carries no `hasMore`:
+# at this many rows (the server's default page) it may be cut short, so it is read again in full.
+CHILD_DEFAULT_LIMIT = 25
+CANCELED_VALIDATION_STATUS = "canceled"
+# Keyed by the lower-cased meaning: pods and releases differ in capitals ("Credit memo",
+# "Credit Memo").
 INVOICE_TYPES = {
-    "Standard": SpendDocumentType.INVOICE,
-    "Debit memo": SpendDocumentType.INVOICE,
-    "Credit memo": SpendDocumentType.CREDIT_NOTE,
-    "Expense report": SpendDocumentType.CARD_CHARGE,
+    "standard": SpendDocumentType.INVOICE,
+    "debit memo": SpendDocumentType.INVOICE,
+    "credit memo": SpendDocumentType.CREDIT_NOTE,
+    "expense report": SpendDocumentType.CARD_CHARGE,
 }
 PO_STATUSES = {
     "OPEN": "open",
@@ -148,6 +191,7 @@ class OracleFusionSource(ErpSource):
             self._owner = id(self)
             self._token_expires_at = 0.0
             self._http = self.build_http_client(self._fetch_token)
+            self._http.session.headers["REST-Framework-Version"] = FRAMEWORK_VERSION
         return self._http
 
     def _fetch_token(self, session: requests.Session) -> None:
@@ -260,7 +304,8 @@ class OracleFusionSource(ErpSource):
             conditions.append(
                 f"{resource.stamp_attribute}>='{fusion_timestamp(window.changed_since)}'"
             )
-        return ";".join(conditions)
+        # Row-match syntax of framework 2 and later: conditions joined by `and`.
+        return " and ".join(conditions)
 
     def _pages(self, name: str, params: dict[str, str | int]) -> Iterator[list[dict]]:
         """Each page's items in key order; the next offset is this one plus the count."""
@@ -277,14 +322,30 @@ class OracleFusionSource(ErpSource):
             offset += page.get("count", len(items))
 
     def _complete_children(self, name: str, item: dict) -> None:
-        """An inline child collection stops at its own page size: fetch the rest of it."""
+        """An inline child may stop short of all its rows: fetch the rest of it.
+
+        Framework 3 and later say so with the child collection's `hasMore`; a pod that answers
+        framework 1 or 2 anyway sends a bare array, read again in full when it is as long as a
+        default page (it may have been cut there).
+        """
         resource = next((r for r in _RESOURCES.values() if r.name == name), None)
-        if resource is None or not resource.expand:
+        if resource is None or not resource.expand or resource.expand not in item:
             return
-        child = item.get(resource.expand)
-        if not isinstance(child, dict) or not child.get("hasMore"):
-            return
-        rows = list(child.get("items", []))
+        child = item[resource.expand]
+        if isinstance(child, list):
+            if len(child) < CHILD_DEFAULT_LIMIT:
+                item[resource.expand] = {"items": child, "count": len(child), "hasMore": False}
+                return
+            child, rows = {}, []
+        elif isinstance(child, dict) and isinstance(child.get("items", []), list):
+            if not child.get("hasMore"):
+                return
+            rows = list(child.get("items", []))
+        else:
+            raise ErpRequestError(
+                self.connection_name,
+                f"{name} child {resource.expand} is neither a collection nor an array",
+            )
         path = f"{API_ROOT}/{name}/{item[resource.key]}/child/{resource.expand}"
         while True:
             page = self._get(
@@ -319,8 +380,23 @@ class OracleFusionSource(ErpSource):
 
     def _parse_invoice(self, invoice: dict) -> list[CanonicalRecord | RejectedRecord]:
         results: list[CanonicalRecord | RejectedRecord] = []
-        lines = invoice.get("invoiceLines", {}).get("items", [])
+        try:
+            lines = _child_items(invoice, "invoiceLines")
+            if not lines:
+                raise ValueError("invoice has no invoiceLines")
+        except ValueError as error:
+            # An invoice without readable lines would vanish from spend: keep it as a reject.
+            return [
+                self._reject(
+                    RecordKind.SPEND,
+                    invoice,
+                    str(invoice.get("InvoiceId")),
+                    error,
+                    _maybe_date(invoice.get("InvoiceDate")),
+                )
+            ]
         for line in lines:
+            line = line if isinstance(line, dict) else {"unreadable": line}
             source_id = f"{invoice.get('InvoiceId')}/{line.get('LineNumber')}"
             try:
                 results.append(self._spend_line(invoice, line, source_id))
@@ -339,15 +415,22 @@ class OracleFusionSource(ErpSource):
 
     def _spend_line(self, invoice: dict, line: dict, source_id: str) -> SpendRecord:
         invoice_type = invoice["InvoiceType"]
-        if invoice_type not in INVOICE_TYPES:
+        document_type = INVOICE_TYPES.get(str(invoice_type).strip().lower())
+        if document_type is None:
             raise ValueError(f"invoice type {invoice_type!r} is not spend")
-        document_type = INVOICE_TYPES[invoice_type]
         amount = decimal_field(line, "LineAmount")
         quantity = decimal_field(line, "Quantity", required=False)
         if document_type is SpendDocumentType.CREDIT_NOTE:
             amount = -abs(amount)
             quantity = -abs(quantity) if quantity is not None else None
-        canceled = bool(invoice.get("CanceledFlag")) or bool(line.get("CanceledFlag"))
+        # A canceled invoice says so in its validation status and cancellation date; a canceled
+        # or discarded line in its own flags (Payables zeroes the amounts of both).
+        canceled = (
+            str(invoice.get("ValidationStatus") or "").lower() == CANCELED_VALIDATION_STATUS
+            or bool(invoice.get("CanceledDate"))
+            or _flag(line, "CanceledFlag")
+            or _flag(line, "DiscardedFlag")
+        )
         return SpendRecord(
             connection=self.connection_name,
             source_id=source_id,
@@ -365,7 +448,7 @@ class OracleFusionSource(ErpSource):
             currency=required_field(invoice, "InvoiceCurrency"),
             quantity=quantity,
             unit=line.get("UOM"),
-            is_capex=bool(line.get("AssetsTrackingFlag")),
+            is_capex=_flag(line, "TrackAsAssetFlag"),
             purchase_order_id=line.get("PurchaseOrderNumber"),
         )
 
@@ -401,7 +484,13 @@ class OracleFusionSource(ErpSource):
 
     def _parse_order_lines(self, order: dict) -> list[CanonicalRecord | RejectedRecord]:
         results: list[CanonicalRecord | RejectedRecord] = []
-        for line in order.get("lines", {}).get("items", []):
+        try:
+            order_lines = _child_items(order, "lines")
+        except ValueError as error:
+            source_id = str(order.get("POHeaderId"))
+            day = _maybe_date(order.get("CreationDate"))
+            return [self._reject(RecordKind.PURCHASE_ORDER_LINE, order, source_id, error, day)]
+        for line in order_lines:
             source_id = str(line.get("POLineId"))
             try:
                 delivery = line.get("RequestedDeliveryDate")
@@ -439,8 +528,8 @@ class OracleFusionSource(ErpSource):
 
     def _parse_supplier(self, supplier: dict) -> list[CanonicalRecord | RejectedRecord]:
         source_id = str(supplier.get("SupplierId"))
-        sites = supplier.get("sites", {}).get("items", [])
         try:
+            sites = _child_items(supplier, "sites")
             return [
                 Vendor(
                     connection=self.connection_name,
@@ -574,6 +663,30 @@ def _maybe_date(value: str | None) -> dt.date | None:
         return _date(value) if value else None
     except ValueError:
         return None
+
+
+def _child_items(item: dict, child: str) -> list[dict]:
+    """Rows of an expanded child, whether a collection (framework 3+) or an array (1 and 2)."""
+    value = item.get(child)
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("items", []), list):
+        return value.get("items", [])
+    raise ValueError(f"{child} is neither a collection nor an array")
+
+
+def _flag(item: dict, name: str) -> bool:
+    """A boolean attribute: JSON true/false, or null for not set."""
+    value = item.get(name)
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "y", "n"):
+        return value.lower() in ("true", "y")
+    raise ValueError(f"{name} {value!r} is not a boolean")
 
 
 def _plain(item: dict) -> dict:

@@ -6,8 +6,10 @@ Serves the Oracle REST framework shape: collections at
 `orderBy=Attr:asc`, `fields`, `expand` (child collections inline), `onlyData=true` and
 `totalResults=true`; answers `{items, count, hasMore, limit, offset, links[, totalResults]}`
 with dates as `YYYY-MM-DD`, timestamps as ISO 8601 with offset, and amounts as JSON numbers.
-Child collections are also served at `<resource>/<id>/child/<child>`. Errors are the ADF REST
-error document; throttling is 429 with Retry-After.
+Child collections are also served at `<resource>/<id>/child/<child>`. The `REST-Framework-Version`
+header is honoured: without it (framework 1, Fusion's default) or with 2, an expanded child is
+its first page as a bare array; from 3 on it is a collection with `hasMore`. Errors are the ADF
+REST error document; throttling is 429 with Retry-After.
 
 Authentication is OAuth 2.0 client credentials against an IDCS-style token endpoint
 (`POST /oauth2/v1/token`, HTTP Basic client authentication, bearer tokens living an hour);
@@ -16,7 +18,9 @@ a wrong client secret gets `invalid_client`, an expired token a 401 with
 
 Resources: `invoices` (+ `invoiceLines`), `purchaseOrders` (+ `lines`), `suppliers`
 (+ `sites`), `itemsV2`, and `inventoryOnhandBalances` with a `SnapshotDate` (see the source
-module for why). Credit memos carry negative amounts, as Payables stores them.
+module for why). Credit memos carry negative amounts, as Payables stores them. A canceled
+invoice has ValidationStatus "Canceled", a CanceledDate and CanceledBy (no header flag); lines
+carry CanceledFlag, DiscardedFlag and TrackAsAssetFlag, as the published resource names them.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ SANDBOX_OPTIONS: dict[str, object] = {"scope": SCOPE}
 TOKEN_LIFETIME_SECONDS = 3600
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 500
+DEFAULT_FRAMEWORK_VERSION = 1
+SUPPORTED_FRAMEWORK_VERSIONS = range(1, 10)
 INVOICE_TYPES = {
     SpendDocumentType.INVOICE: "Standard",
     SpendDocumentType.CREDIT_NOTE: "Credit memo",
@@ -129,10 +135,13 @@ def _invoice_rows(company: SandboxCompany, days: list[dt.date] | None) -> list[d
                     "SupplierNumber": document.vendor_id,
                     "SupplierSite": "MAIN" if document.vendor_id else None,
                     "InvoiceType": INVOICE_TYPES[document.document_type],
-                    "ValidationStatus": "Validated",
+                    # Payables marks a canceled invoice in its validation status and dates the
+                    # cancellation; there is no header flag for it.
+                    "ValidationStatus": "Canceled" if document.voided else "Validated",
                     "ApprovalStatus": "Approved" if sign > 0 else "Not Required",
                     "PaidStatus": "Unpaid",
-                    "CanceledFlag": document.voided,
+                    "CanceledDate": document.last_modified.date() if document.voided else None,
+                    "CanceledBy": "AP.SPECIALIST" if document.voided else None,
                     "Description": None,
                     "CreationDate": document.created,
                     "LastUpdateDate": document.last_modified,
@@ -159,9 +168,10 @@ def _invoice_line(invoice_id: int, line) -> dict:
         "UOM": line_value(line, "unit"),
         "UnitPrice": None,
         "DistributionCombination": charge_account(gl_account),
-        "AssetsTrackingFlag": bool(gl_account and gl_account.startswith("15")),
+        "TrackAsAssetFlag": bool(gl_account and gl_account.startswith("15")),
         "PurchaseOrderNumber": line_value(line, "purchase_order_id"),
         "CanceledFlag": line_value(line, "status") == RecordStatus.VOIDED,
+        "DiscardedFlag": False,
         "LastUpdateDate": (
             dt.datetime.fromisoformat(updated_at) if isinstance(updated_at, str) else updated_at
         ),
@@ -538,6 +548,7 @@ class FusionEmulator:
             return _error(404, "Not Found", f"Resource {'/'.join(parts)} was not found.", "404")
         spec = COLLECTIONS[parts[0]]
         # Refuse a malformed request before doing any work for it.
+        framework = self._framework(request)
         expand = self._expand(spec, args)
         order = self._order_by(spec, args, self._sample(spec))
         rows = self._rows(spec, args, order)
@@ -554,7 +565,10 @@ class FusionEmulator:
             for child in spec.children:
                 with self._lock:
                     self._children[(spec.name, str(row[spec.key]))] = row
-                if child in expand:
+                if child in expand and framework < 3:
+                    # Framework 1 and 2: the child's first page as a bare array, no hasMore.
+                    item[child] = row[child][:DEFAULT_LIMIT]
+                elif child in expand:
                     item[child] = self._envelope(
                         request,
                         row[child][:DEFAULT_LIMIT],
@@ -575,6 +589,14 @@ class FusionEmulator:
         return Response(
             dump_json(body), mimetype="application/vnd.oracle.adf.resourcecollection+json"
         )
+
+    @staticmethod
+    def _framework(request: Request) -> int:
+        """The REST framework version the client asked for (header), 1 when it asked none."""
+        text = request.headers.get("REST-Framework-Version", str(DEFAULT_FRAMEWORK_VERSION))
+        if not text.strip().isdigit() or int(text) not in SUPPORTED_FRAMEWORK_VERSIONS:
+            raise RestError(f'The REST framework version "{text}" is not supported.')
+        return int(text)
 
     def _rows(
         self, spec: _Collection, args: MultiDict, order: list[tuple[str, bool]]

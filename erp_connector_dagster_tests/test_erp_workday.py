@@ -28,7 +28,7 @@ from erp_connector_dagster.erp.workday import (
     workday_throttle_signal,
     wql_string,
 )
-from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
+from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType, SpendRecord
 from erp_connector_dagster.sandbox import workday
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.faults import FaultPlan
@@ -317,3 +317,208 @@ def test_throttling_is_429_with_retry_after(tenant) -> None:
 
     assert response.status_code == 429 and response.headers["Retry-After"] == "4"
     assert workday_throttle_signal(response) == 4.0
+
+
+# --- The published WQL row shape: references, decimal strings, dates -------------------------
+
+
+def _ref(wid_hex: str, text: str) -> dict:
+    return {"id": wid_hex, "descriptor": text}
+
+
+def _published_invoice_rows() -> tuple[list[dict], list[dict]]:
+    """WQL rows (our own values) in the documented shape: single-instance fields as references
+    `{"id", "descriptor"}`, currency amounts as decimal strings, dates `YYYY-MM-DD`,
+    date-times with the tenant offset."""
+    headers = [
+        {
+            "workdayID": "a1" * 16,
+            "invoiceNumber": "SI-000771",
+            "documentType": _ref("d1" * 16, "Supplier Invoice"),
+            "invoiceDate": "2026-09-30",
+            "supplierID": "SUP-3310",
+            "currency": _ref("c1" * 16, "CAD"),
+            "invoiceStatus": _ref("e1" * 16, "Approved"),
+            "purchaseOrderNumber": "PO-2026-0410",
+            "lastUpdated": "2026-09-30T17:05:00.000-07:00",
+        },
+        {
+            "workdayID": "a2" * 16,
+            "invoiceNumber": "SIA-000052",
+            "documentType": _ref("d2" * 16, "Supplier Invoice Adjustment"),
+            "invoiceDate": "2026-09-30",
+            "supplierID": _ref("f1" * 16, "SUP-3310"),
+            "currency": _ref("c1" * 16, "CAD"),
+            "invoiceStatus": _ref("e1" * 16, "Approved"),
+            "purchaseOrderNumber": None,
+            "lastUpdated": "2026-10-01T09:00:00.000-07:00",
+        },
+        {
+            "workdayID": "a3" * 16,
+            "invoiceNumber": "SI-000772",
+            "documentType": _ref("d1" * 16, "Supplier Invoice"),
+            "invoiceDate": "2026-09-30",
+            "supplierID": "SUP-3310",
+            "currency": _ref("c1" * 16, "CAD"),
+            "invoiceStatus": _ref("e2" * 16, "Canceled"),
+            "purchaseOrderNumber": None,
+            "lastUpdated": "2026-10-02T08:15:30.250-07:00",
+        },
+    ]
+    lines = [
+        {
+            "workdayID": "b1" * 16,
+            "supplierInvoice": _ref("a1" * 16, "SI-000771"),
+            "lineNumber": 1,
+            "itemID": "PAL-120",
+            "itemDescription": "Wooden pallets 1200x800",
+            "ledgerAccountID": [_ref("91" * 16, "6150")],  # multi-instance, one value
+            "capitalAsset": False,
+            "quantity": "40",
+            "unitOfMeasure": _ref("u1" * 16, "EA"),
+            "extendedAmount": "920.00",
+        },
+        {
+            "workdayID": "b2" * 16,
+            "supplierInvoice": _ref("a2" * 16, "SIA-000052"),
+            "lineNumber": 1,
+            "itemID": "PAL-120",
+            "itemDescription": "Pallets returned",
+            "ledgerAccountID": "6150",
+            "capitalAsset": False,
+            "quantity": "5",
+            "unitOfMeasure": _ref("u1" * 16, "EA"),
+            "extendedAmount": "115.00",
+        },
+        {
+            "workdayID": "b3" * 16,
+            "supplierInvoice": _ref("a3" * 16, "SI-000772"),
+            "lineNumber": 1,
+            "itemID": None,
+            "itemDescription": "Forklift",
+            "ledgerAccountID": "1540",
+            "capitalAsset": True,
+            "quantity": None,
+            "unitOfMeasure": None,
+            "extendedAmount": "31000.00",
+        },
+    ]
+    return headers, lines
+
+
+def test_published_wql_rows_give_exact_canonical_records() -> None:
+    source = WorkdaySource(
+        connection_name="wd-shape",
+        base_url="http://127.0.0.1:9",
+        **workday.SANDBOX_CREDENTIALS,
+        **workday.SANDBOX_OPTIONS,
+    )
+    headers, lines = _published_invoice_rows()
+
+    records = [
+        source._spend_record(header, line) for header, line in zip(headers, lines, strict=True)
+    ]
+
+    day = dt.date(2026, 9, 30)
+    common = {
+        "connection": "wd-shape",
+        "transaction_date": day,
+        "vendor_id": "SUP-3310",
+        "currency": "CAD",
+        "line_number": 1,
+    }
+    assert records == [
+        SpendRecord(
+            **common,
+            source_id="b1" * 16,
+            updated_at=dt.datetime(2026, 10, 1, 0, 5, tzinfo=UTC),
+            document_id="SI-000771",
+            document_type=SpendDocumentType.INVOICE,
+            material_id="PAL-120",
+            gl_account="6150",
+            description="Wooden pallets 1200x800",
+            amount=Decimal("920.00"),
+            quantity=Decimal("40"),
+            unit="EA",
+            purchase_order_id="PO-2026-0410",
+        ),
+        SpendRecord(
+            **common,
+            source_id="b2" * 16,
+            updated_at=dt.datetime(2026, 10, 1, 16, 0, tzinfo=UTC),
+            document_id="SIA-000052",
+            document_type=SpendDocumentType.CREDIT_NOTE,
+            material_id="PAL-120",
+            gl_account="6150",
+            description="Pallets returned",
+            amount=Decimal("-115.00"),
+            quantity=Decimal("-5"),
+            unit="EA",
+        ),
+        SpendRecord(
+            **common,
+            source_id="b3" * 16,
+            updated_at=dt.datetime(2026, 10, 2, 15, 15, 30, 250000, tzinfo=UTC),
+            status=RecordStatus.VOIDED,
+            document_id="SI-000772",
+            document_type=SpendDocumentType.INVOICE,
+            gl_account="1540",
+            description="Forklift",
+            amount=Decimal("31000.00"),
+            is_capex=True,
+        ),
+    ]
+    # The adjustment lowers spend; a negative stored adjustment is not turned positive.
+    assert sum(r.amount for r in records if r.status is RecordStatus.ACTIVE) == Decimal("805.00")
+    negative = {**lines[1], "extendedAmount": "-115.00", "quantity": "-5"}
+    assert source._spend_record(headers[1], negative).amount == Decimal("-115.00")
+
+
+@pytest.mark.parametrize(
+    ("header_change", "line_change", "reason"),
+    [
+        ({}, {"ledgerAccountID": [_ref("91" * 16, "6150"), _ref("92" * 16, "6160")]}, "one"),
+        ({}, {"capitalAsset": "sometimes"}, "capitalAsset"),
+        ({}, {"extendedAmount": "9OO.00"}, "extendedAmount"),
+        ({"currency": None}, {}, "currency is blank"),
+        ({"documentType": _ref("d9" * 16, "Supplier Invoice Request")}, {}, "not spend"),
+    ],
+    ids=["two-accounts", "bad-flag", "bad-amount", "no-currency", "not-spend"],
+)
+def test_unreadable_wql_rows_raise_a_clear_error(header_change, line_change, reason) -> None:
+    source = WorkdaySource(
+        connection_name="wd-shape",
+        base_url="http://127.0.0.1:9",
+        **workday.SANDBOX_CREDENTIALS,
+        **workday.SANDBOX_OPTIONS,
+    )
+    headers, lines = _published_invoice_rows()
+
+    with pytest.raises(ValueError, match=reason):
+        source._spend_record({**headers[0], **header_change}, {**lines[0], **line_change})
+
+
+def test_a_line_of_no_queried_invoice_is_rejected_not_dropped(tenant, company) -> None:
+    day = company.business_days()[-3]
+    source = tenant.source()
+    original = source._documents_and_lines
+
+    def with_a_stray_line(*args, **kwargs):
+        for headers, lines in original(*args, **kwargs):
+            stray = {**lines[0], "supplierInvoice": _ref("ff" * 16, "SI-ELSEWHERE")}
+            yield headers, [*lines, stray]
+
+    source.__dict__["_documents_and_lines"] = with_a_stray_line
+    batches = list(source.fetch(RecordKind.SPEND, SyncWindow.for_day(day)))
+
+    rejected = [r for batch in batches for r in batch.rejected if "no invoice" in r.reason]
+    assert len(rejected) == len(batches) and "SI-ELSEWHERE" in rejected[0].reason
+
+
+def test_a_currency_amount_sent_as_a_json_number_stays_exact(tenant) -> None:
+    response = requests.Response()
+    response._content = b'{"total": 1, "data": [{"extendedAmount": 12345678901234.57}]}'
+
+    row = tenant.source()._json(response, "WQL query")["data"][0]
+
+    assert row["extendedAmount"] == Decimal("12345678901234.57")

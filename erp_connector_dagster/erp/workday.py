@@ -22,6 +22,30 @@ and leave empty fields out. Inventory is read one `As_Of_Date` prompt per day.
 
 Throttling is 429 with `Retry-After`. Workday reports no deletions (documents are canceled, not
 deleted), so `deleted_source_ids` stays empty.
+
+Sources checked (stored copies, 2026): public WQL calls in moveworks/developer-docs
+(plugins/workday-request-time-off/.codeblocks/block_1.sh, plugins/workday-view-total-
+compensation/.codeblocks/block_2.sh) confirm `POST /ccx/api/wql/v1/<tenant>/data?limit=&offset=`
+with a bearer token and a JSON body `{"query": "SELECT workdayID, ... FROM <data source> ..."}`.
+The `{"total": n, "data": [...]}` answer, references `{"id": WID, "descriptor": ...}` for
+single-instance fields and lists of them for multi-instance ones, and the refresh-token grant
+are as the brief and ERP-PROTOCOLS.md describe; public JSON schemas of Workday supplier invoices
+(api-evangelist, not Workday's own) agree on invoiceNumber, invoiceDate as a date, supplier and
+currency as references and a "Canceled" status.
+
+Hardening: a multi-instance field read where one value is expected must hold exactly one (two
+ledger accounts are an error, never a string of a list); a line whose invoice or order is not
+among the queried headers is rejected with the reason, never skipped; a blank currency, an
+unknown document type or a boolean that is not one are errors, so the line is rejected;
+adjustments are made negative whatever sign the tenant stores.
+
+Limitation (not confirmed against a published payload): WQL data source and field names
+(`supplierInvoices`, `supplierInvoiceLines`, `purchaseOrders`, `purchaseOrderLines`,
+`extendedAmount`, `ledgerAccountID`, `capitalAsset`, ...) are aliases fixed when the tenant's
+data sources are set up, so they are this connector's setup, not Workday's published names;
+whether currency amounts come as decimal strings or JSON numbers (both are read exactly); the
+sign Supplier Invoice Adjustments are stored with; the RaaS report field names, which are the
+report's own XML aliases.
 """
 
 from __future__ import annotations
@@ -161,16 +185,46 @@ def parse_moment(value: object) -> dt.datetime | None:
     return utc_timestamp(str(value)) if value else None
 
 
+def _single(value: object) -> object:
+    """A single-instance value: a multi-instance field (a list of references) must hold one."""
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise ValueError(f"expected one instance, got {len(value)}: {value!r}")
+        return value[0] if value else None
+    return value
+
+
 def descriptor(value: object) -> str | None:
     """The descriptor of a reference `{"id", "descriptor"}` (or a plain value)."""
+    value = _single(value)
     if isinstance(value, dict):
         value = value.get("descriptor")
     text = str(value).strip() if value is not None else ""
     return text or None
 
 
+def required_descriptor(row: dict, name: str) -> str:
+    """The descriptor of a field that must be there, else a ValueError naming it."""
+    text = descriptor(row.get(name))
+    if text is None:
+        raise ValueError(f"{name} is blank")
+    return text
+
+
 def reference_id(value: object) -> str | None:
+    """The WID of a reference `{"id", "descriptor"}` (or a plain value)."""
+    value = _single(value)
     return value.get("id") if isinstance(value, dict) else (str(value) if value else None)
+
+
+def parse_flag(value: object, name: str) -> bool:
+    """A boolean field: JSON true/false (or `1`/`0` text, as RaaS writes it); null is false."""
+    value = _single(value)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false"):
+        return value.strip().lower() in ("1", "true")
+    raise ValueError(f"{name} {value!r} is not a boolean")
 
 
 def wql_string(value: str) -> str:
@@ -242,7 +296,8 @@ class WorkdaySource(ErpSource):
 
     def _json(self, response: requests.Response, what: str) -> dict:
         try:
-            return json.loads(response.text)
+            # A JSON number (some tenants send currency as numbers) stays an exact decimal.
+            return json.loads(response.text, parse_float=Decimal)
         except ValueError:
             raise ErpRequestError(self.connection_name, f"{what} did not return JSON") from None
 
@@ -347,8 +402,22 @@ class WorkdaySource(ErpSource):
             records: list[CanonicalRecord] = []
             rejected: list[RejectedRecord] = []
             for line in lines:
-                header = headers.get(reference_id(line.get("supplierInvoice")) or "")
+                try:
+                    header = headers.get(reference_id(line.get("supplierInvoice")) or "")
+                except ValueError:
+                    header = None
                 if header is None:
+                    # A line whose invoice is not among those asked for: kept, never dropped.
+                    rejected.append(
+                        RejectedRecord(
+                            connection=self.connection_name,
+                            kind=RecordKind.SPEND,
+                            source_id=str(line.get("workdayID")),
+                            reason="supplier invoice line refers to no invoice of this query: "
+                            f"{line.get('supplierInvoice')!r}",
+                            payload={"line": line},
+                        )
+                    )
                     continue
                 try:
                     records.append(self._spend_record(header, line))
@@ -373,10 +442,19 @@ class WorkdaySource(ErpSource):
         if vendor_id is None:
             raise ValueError("supplierID is blank")
         kind = (descriptor(header.get("documentType")) or "supplier invoice").lower()
-        document_type = DOCUMENT_TYPES.get(kind, SpendDocumentType.INVOICE)
-        # Adjustments are stored positive; the canonical amount is signed.
-        sign = Decimal(-1) if document_type is SpendDocumentType.CREDIT_NOTE else Decimal(1)
+        document_type = DOCUMENT_TYPES.get(kind)
+        if document_type is None:
+            raise ValueError(f"documentType {kind!r} is not spend")
+        currency = descriptor(header.get("currency"))
+        if currency is None:
+            raise ValueError("currency is blank")
+        amount = parse_amount(line.get("extendedAmount"), "extendedAmount")
         quantity = line.get("quantity")
+        quantity = parse_amount(quantity, "quantity") if quantity is not None else None
+        if document_type is SpendDocumentType.CREDIT_NOTE:
+            # Adjustments lower spend whichever sign the tenant stores them with.
+            amount = -abs(amount)
+            quantity = -abs(quantity) if quantity is not None else None
         return SpendRecord(
             connection=self.connection_name,
             source_id=str(line["workdayID"]),
@@ -394,11 +472,11 @@ class WorkdaySource(ErpSource):
             material_id=descriptor(line.get("itemID")),
             gl_account=descriptor(line.get("ledgerAccountID")),
             description=descriptor(line.get("itemDescription")),
-            amount=sign * parse_amount(line.get("extendedAmount"), "extendedAmount"),
-            currency=descriptor(header.get("currency")) or "",
-            quantity=sign * parse_amount(quantity, "quantity") if quantity is not None else None,
+            amount=amount,
+            currency=currency,
+            quantity=quantity,
             unit=descriptor(line.get("unitOfMeasure")),
-            is_capex=bool(line.get("capitalAsset")),
+            is_capex=parse_flag(line.get("capitalAsset"), "capitalAsset"),
             purchase_order_id=descriptor(header.get("purchaseOrderNumber")),
         )
 
@@ -425,8 +503,21 @@ class WorkdaySource(ErpSource):
             records: list[CanonicalRecord] = []
             rejected: list[RejectedRecord] = []
             for line in lines:
-                header = headers.get(reference_id(line.get("purchaseOrder")) or "")
+                try:
+                    header = headers.get(reference_id(line.get("purchaseOrder")) or "")
+                except ValueError:
+                    header = None
                 if header is None:
+                    rejected.append(
+                        RejectedRecord(
+                            connection=self.connection_name,
+                            kind=kind,
+                            source_id=str(line.get("workdayID")),
+                            reason="purchase order line refers to no order of this query: "
+                            f"{line.get('purchaseOrder')!r}",
+                            payload=line,
+                        )
+                    )
                     continue
                 try:
                     records.append(self._order_line(header, line))
@@ -481,7 +572,7 @@ class WorkdaySource(ErpSource):
             purchase_order_id=str(row["poNumber"]),
             vendor_id=descriptor(row.get("supplierID")),
             order_date=order_date,
-            currency=descriptor(row.get("currency")) or "",
+            currency=required_descriptor(row, "currency"),
             total_amount=parse_amount(row.get("totalAmount"), "totalAmount"),
             order_status=order_status,
         )
@@ -503,7 +594,7 @@ class WorkdaySource(ErpSource):
             unit=descriptor(line.get("unitOfMeasure")),
             unit_price=parse_amount(line.get("unitCost"), "unitCost"),
             amount=parse_amount(line.get("extendedAmount"), "extendedAmount"),
-            currency=descriptor(header.get("currency")) or "",
+            currency=required_descriptor(header, "currency"),
             gl_account=descriptor(line.get("ledgerAccountID")),
             delivery_date=parse_date(line.get("dueDate")),
         )

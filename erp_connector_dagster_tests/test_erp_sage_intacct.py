@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -24,10 +25,11 @@ import requests
 from werkzeug.serving import make_server
 
 from erp_connector_dagster.erp.base import SyncWindow
-from erp_connector_dagster.erp.http import ErpAuthError
+from erp_connector_dagster.erp.http import ErpAuthError, ErpRequestError
 from erp_connector_dagster.erp.sage_intacct import (
     IntacctReference,
     SageIntacctSource,
+    master_from_rows,
     parse_date,
     parse_timestamp,
     purchase_order_from_rows,
@@ -36,7 +38,12 @@ from erp_connector_dagster.erp.sage_intacct import (
     spend_from_rows,
     vendor_from_row,
 )
-from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
+from erp_connector_dagster.records import (
+    RecordKind,
+    RecordStatus,
+    SpendDocumentType,
+    SpendRecord,
+)
 from erp_connector_dagster.sandbox import sage_intacct as emulator
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.faults import FaultPlan
@@ -500,3 +507,458 @@ def test_snapshot_object_reads_several_past_days_exactly(sandbox: Sandbox) -> No
     days = sandbox.source.changed_days(RecordKind.INVENTORY, since).days
     assert min(days) == last - dt.timedelta(days=sandbox.source.lookback_days)
     assert max(days) == dt.datetime.now(UTC).date()
+
+
+# Documented response shapes beyond the shared samples: a gateway that answers with XML written
+# here in the shapes of developer.intacct.com and the Intacct SDK fixtures (own values).
+
+CONTROL_OK = (
+    "<control><status>success</status><senderid>s</senderid><controlid>c</controlid>"
+    "<uniqueid>false</uniqueid><dtdversion>3.0</dtdversion></control>"
+)
+AUTH_OK = (
+    "<authentication><status>success</status><userid>u</userid><companyid>co</companyid>"
+    "<locationid></locationid><sessiontimestamp>2026-03-02T08:00:00-08:00</sessiontimestamp>"
+    "</authentication>"
+)
+
+
+def answer(*results: str, authentication: str = AUTH_OK) -> str:
+    body = "".join(results)
+    return (
+        f"<?xml version='1.0' encoding='UTF-8'?><response>{CONTROL_OK}"
+        f"<operation>{authentication}{body}</operation></response>"
+    )
+
+
+def result(function: str, controlid: str, data: str, status: str = "success") -> str:
+    return (
+        f"<result><status>{status}</status><function>{function}</function>"
+        f"<controlid>{controlid}</controlid>{data}</result>"
+    )
+
+
+def empty(listtype: str) -> str:
+    return f'<data listtype="{listtype}" count="0" totalcount="0" numremaining="0" resultId=""/>'
+
+
+@dataclass
+class Canned:
+    """Answers each function from a table: readByQuery by object, readMore by resultId."""
+
+    answers: dict[str, str | Callable[[str], str]]
+    asked: list[str] = field(default_factory=list)
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        request = ET.fromstring(body)
+        function = request.find("operation/content/function")
+        call = function[0]
+        controlid = function.get("controlid", "")
+        if call.tag == "getAPISession":
+            key = "getAPISession"
+            data = "<data><api><sessionid>sess..</sessionid><endpoint></endpoint></api></data>"
+            text = answer(result("getAPISession", controlid, data))
+        else:
+            key = (call.findtext("object") or call.findtext("resultId") or "").strip()
+            canned = self.answers.get(key)
+            if canned is None:
+                canned = answer(result(call.tag, "{controlid}", empty(key.lower())))
+            text = canned(controlid) if callable(canned) else canned.replace("{cid}", controlid)
+            text = text.replace("{controlid}", controlid)
+        self.asked.append(key)
+        start_response("200 OK", [("Content-Type", "text/xml; charset=UTF-8")])
+        return [text.encode()]
+
+
+@contextmanager
+def canned_source(answers: dict) -> Iterator[tuple[SageIntacctSource, Canned]]:
+    app = Canned(answers)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield (
+            SageIntacctSource(
+                connection_name="intacct-docs",
+                base_url=f"http://127.0.0.1:{server.server_port}",
+                sender_id="s",
+                sender_password="sender-secret",
+                company_id="co",
+                user_id="u",
+                user_password="user-secret",
+                max_retries=0,
+            ),
+            app,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+BILL_PAGE_1 = answer(
+    # A result for another function first: ours is found by its control id.
+    result("getAPISession", "someone-else", "<data><api><sessionid>x</sessionid></api></data>"),
+    result(
+        "readByQuery",
+        "{cid}",
+        '<data listtype="apbill" count="1" totalcount="2" numremaining="1" resultId="bills-1">'
+        "<apbill><RECORDNO>501</RECORDNO><RECORDID>INV-77</RECORDID><STATE>Posted</STATE>"
+        "<WHENCREATED>03/02/2026</WHENCREATED><CURRENCY>CAD</CURRENCY><BASECURR>CAD</BASECURR>"
+        "<WHENMODIFIED>03/03/2026 14:05:09</WHENMODIFIED><VENDORID>V-OAK</VENDORID></apbill>"
+        "</data>",
+    ),
+)
+BILL_PAGE_2 = answer(
+    result(
+        "readMore",
+        "{cid}",
+        '<data listtype="apbill" count="1" totalcount="2" numremaining="0" resultId="">'
+        "<apbill><RECORDNO>502</RECORDNO><RECORDID/><STATE>Paid</STATE>"
+        "<WHENCREATED>03/02/2026</WHENCREATED><CURRENCY></CURRENCY><BASECURR>USD</BASECURR>"
+        "<WHENMODIFIED>03/04/2026 09:00:00</WHENMODIFIED><VENDORID>V-ELM</VENDORID></apbill>"
+        "</data>",
+    )
+)
+BILL_LINES = answer(
+    result(
+        "readByQuery",
+        "{cid}",
+        '<data listtype="apbillitem" count="3" totalcount="3" numremaining="0" resultId="">'
+        "<apbillitem><RECORDNO>9001</RECORDNO><RECORDKEY>501</RECORDKEY><LINE_NO>2</LINE_NO>"
+        "<ACCOUNTNO>6100</ACCOUNTNO><TRX_AMOUNT>40.10</TRX_AMOUNT><ITEMID/>"
+        "<VENDORID>V-OAK</VENDORID><CURRENCY>CAD</CURRENCY>"
+        "<ENTRYDESCRIPTION>Freight</ENTRYDESCRIPTION></apbillitem>"
+        "<apbillitem><RECORDNO>9000</RECORDNO><RECORDKEY>501</RECORDKEY><LINE_NO>1</LINE_NO>"
+        "<ACCOUNTNO>1500</ACCOUNTNO><TRX_AMOUNT>1234.5</TRX_AMOUNT><ITEMID>BOLT-8</ITEMID>"
+        "<VENDORID>V-OAK</VENDORID><CURRENCY>CAD</CURRENCY><ENTRYDESCRIPTION>"
+        "</ENTRYDESCRIPTION></apbillitem>"
+        # No CURRENCY anywhere but the header's BASECURR; ENTRYDESCRIPTION absent.
+        "<apbillitem><RECORDNO>9002</RECORDNO><RECORDKEY>502</RECORDKEY><LINE_NO>1</LINE_NO>"
+        "<ACCOUNTNO>6200</ACCOUNTNO><TRX_AMOUNT>-3</TRX_AMOUNT><ITEMID></ITEMID>"
+        "<VENDORID></VENDORID><CURRENCY/></apbillitem>"
+        "</data>",
+    )
+)
+ADJUSTMENTS = answer(
+    result(
+        "readByQuery",
+        "{cid}",
+        '<data listtype="apadjustment" count="1" totalcount="1" numremaining="0" resultId="">'
+        "<apadjustment><RECORDNO>61</RECORDNO><RECORDID>CM-61</RECORDID><STATE>Posted</STATE>"
+        "<WHENCREATED>03/02/2026</WHENCREATED><CURRENCY>CAD</CURRENCY><BASECURR>CAD</BASECURR>"
+        "<WHENMODIFIED>03/02/2026 23:59:59</WHENMODIFIED><VENDORID>V-OAK</VENDORID>"
+        "</apadjustment></data>",
+    )
+)
+ADJUSTMENT_LINES = answer(
+    result(
+        "readByQuery",
+        "{cid}",
+        '<data listtype="apadjustmentitem" count="1" totalcount="1" numremaining="0"'
+        ' resultId=""><apadjustmentitem><RECORDNO>610</RECORDNO><RECORDKEY>61</RECORDKEY>'
+        "<LINE_NO>1</LINE_NO><ACCOUNTNO>1500</ACCOUNTNO><TRX_AMOUNT>-99.99</TRX_AMOUNT>"
+        "<ITEMID>BOLT-8</ITEMID><VENDORID>V-OAK</VENDORID><CURRENCY>CAD</CURRENCY>"
+        "<ENTRYDESCRIPTION>Returned bolts</ENTRYDESCRIPTION></apadjustmentitem></data>",
+    )
+)
+ITEMS = answer(
+    result(
+        "readByQuery",
+        "{cid}",
+        '<data listtype="item" count="1" totalcount="1" numremaining="0" resultId="">'
+        "<item><RECORDNO>1</RECORDNO><ITEMID>BOLT-8</ITEMID><NAME>Bolt M8</NAME>"
+        "<STATUS>active</STATUS><PRODUCTLINEID></PRODUCTLINEID><BASEUOM>Each</BASEUOM>"
+        "<ITEMGLGROUP><EXPENSEACCOUNT><ACCTNO>1500</ACCTNO></EXPENSEACCOUNT></ITEMGLGROUP>"
+        "<WHENMODIFIED>01/05/2026 10:00:00</WHENMODIFIED></item></data>",
+    )
+)
+ACCOUNTS = answer(
+    result(
+        "readByQuery",
+        "{cid}",
+        '<data listtype="glaccount" count="2" totalcount="2" numremaining="0" resultId="">'
+        "<glaccount><RECORDNO>1</RECORDNO><ACCOUNTNO>1500</ACCOUNTNO>"
+        "<CATEGORY>Fixed Assets</CATEGORY></glaccount>"
+        "<glaccount><RECORDNO>2</RECORDNO><ACCOUNTNO>6100</ACCOUNTNO>"
+        "<CATEGORY>Freight</CATEGORY></glaccount></data>",
+    )
+)
+
+
+def test_documented_bill_pages_empty_objects_and_text_values_become_exact_records() -> None:
+    answers = {
+        "APBILL": BILL_PAGE_1,
+        "bills-1": BILL_PAGE_2,
+        "APBILLITEM": BILL_LINES,
+        "APADJUSTMENT": ADJUSTMENTS,
+        "APADJUSTMENTITEM": ADJUSTMENT_LINES,
+        "ITEM": ITEMS,
+        "GLACCOUNT": ACCOUNTS,
+        # CCTRANSACTION: <data count="0"/>, the documented empty answer.
+    }
+    with canned_source(answers) as (source, gateway):
+        batches = list(source.fetch(RecordKind.SPEND, SyncWindow.for_day(dt.date(2026, 3, 2))))
+
+    records = [r for b in batches for r in b.records]
+    rejected = [r for b in batches for r in b.rejected]
+    common = {"connection": "intacct-docs", "transaction_date": dt.date(2026, 3, 2)}
+    expected = [
+        SpendRecord(
+            **common,
+            source_id="APBILL:501",
+            updated_at=dt.datetime(2026, 3, 3, 14, 5, 9, tzinfo=UTC),
+            document_id="INV-77",
+            line_number=1,
+            document_type=SpendDocumentType.INVOICE,
+            vendor_id="V-OAK",
+            material_id="BOLT-8",
+            gl_account="1500",
+            description=None,
+            amount=Decimal("1234.5"),
+            currency="CAD",
+            unit="Each",
+            is_capex=True,
+        ),
+        SpendRecord(
+            **common,
+            source_id="APBILL:501",
+            updated_at=dt.datetime(2026, 3, 3, 14, 5, 9, tzinfo=UTC),
+            document_id="INV-77",
+            line_number=2,
+            document_type=SpendDocumentType.INVOICE,
+            vendor_id="V-OAK",
+            gl_account="6100",
+            description="Freight",
+            amount=Decimal("40.10"),
+            currency="CAD",
+        ),
+        SpendRecord(
+            **common,
+            source_id="APBILL:502",
+            updated_at=dt.datetime(2026, 3, 4, 9, 0, 0, tzinfo=UTC),
+            document_id="502",
+            line_number=1,
+            document_type=SpendDocumentType.INVOICE,
+            vendor_id="V-ELM",
+            gl_account="6200",
+            amount=Decimal("-3"),
+            currency="USD",
+        ),
+        SpendRecord(
+            **common,
+            source_id="APADJUSTMENT:61",
+            updated_at=dt.datetime(2026, 3, 2, 23, 59, 59, tzinfo=UTC),
+            document_id="CM-61",
+            line_number=1,
+            document_type=SpendDocumentType.CREDIT_NOTE,
+            vendor_id="V-OAK",
+            material_id="BOLT-8",
+            gl_account="1500",
+            description="Returned bolts",
+            amount=Decimal("-99.99"),
+            currency="CAD",
+            unit="Each",
+            is_capex=True,
+        ),
+    ]
+    assert records == expected and rejected == []
+    assert gateway.asked.count("bills-1") == 1 and "CCTRANSACTION" in gateway.asked
+
+
+def test_a_success_without_data_or_a_remainder_without_result_id_is_an_error() -> None:
+    no_data = answer(result("readByQuery", "{cid}", ""))
+    orphan = answer(
+        result(
+            "readByQuery",
+            "{cid}",
+            '<data listtype="vendor" count="0" totalcount="5" numremaining="5" resultId=""/>',
+        )
+    )
+    with canned_source({"VENDOR": no_data}) as (source, _):
+        with pytest.raises(ErpRequestError, match="without <data>"):
+            list(source.fetch(RecordKind.VENDOR, SyncWindow()))
+    with canned_source({"VENDOR": orphan}) as (source, _):
+        with pytest.raises(ErpRequestError, match="no resultId"):
+            list(source.fetch(RecordKind.VENDOR, SyncWindow()))
+
+
+ABORTED = answer(
+    result(
+        "readByQuery",
+        "{cid}",
+        "<errormessage><error><errorno>Query Failed</errorno><description></description>"
+        "<description2>Object definition PODOCUMENTX not found</description2>"
+        "<correction></correction></error><error><errorno>XL03000009</errorno>"
+        "<description></description><description2>The entire transaction in this operation "
+        "has been rolled back due to an error.</description2><correction></correction>"
+        "</error></errormessage>",
+        status="aborted",
+    )
+)
+SCHEMA_ERROR = (
+    "<?xml version='1.0' encoding='UTF-8'?><response><control><status>failure</status>"
+    "<senderid>s</senderid><controlid>c</controlid><uniqueid>false</uniqueid>"
+    "<dtdversion>3.0</dtdversion></control><errormessage><error><errorno>XL03000003"
+    "</errorno><description></description><description2>XML Parse schema error: tag "
+    "mismatch</description2><correction></correction></error></errormessage></response>"
+)
+GATEWAY_ERROR = (
+    "<?xml version='1.0' encoding='UTF-8'?><response><control><status>failure</status>"
+    "</control><errormessage><error><errorno>GW-0011</errorno><description>Invalid Request"
+    " [Request ID: own-1]</description></error></errormessage></response>"
+)
+SENDER_REFUSED = (
+    "<?xml version='1.0' encoding='UTF-8'?><response><control><status>failure</status>"
+    "<senderid>s</senderid><controlid>c</controlid><uniqueid>false</uniqueid>"
+    "<dtdversion>3.0</dtdversion></control><errormessage><error><errorno>XL03000006"
+    "</errorno><description></description><description2>Incorrect Intacct XML Partner ID"
+    " or password.</description2><correction></correction></error></errormessage></response>"
+)
+
+
+@pytest.mark.parametrize(
+    "body, error, words",
+    [
+        (ABORTED, ErpRequestError, ["Query Failed", "PODOCUMENTX", "XL03000009"]),
+        (SCHEMA_ERROR, ErpRequestError, ["request refused", "XL03000003"]),
+        (GATEWAY_ERROR, ErpRequestError, ["request refused", "GW-0011", "Invalid Request"]),
+        (SENDER_REFUSED, ErpAuthError, ["sender refused", "XL03000006"]),
+    ],
+)
+def test_errors_inside_http_200_name_every_error_and_only_credentials_are_auth(
+    body: str, error: type, words: list[str]
+) -> None:
+    with canned_source({"VENDOR": body}) as (source, _):
+        with pytest.raises(error) as raised:
+            list(source.fetch(RecordKind.VENDOR, SyncWindow()))
+
+    assert type(raised.value) is error
+    assert all(word in str(raised.value) for word in words)
+    assert "sender-secret" not in str(raised.value) and "user-secret" not in str(raised.value)
+
+
+def test_gateway_rate_limit_with_only_a_description_is_throttling() -> None:
+    limited = requests.Response()
+    limited.status_code = 200
+    limited._content = (
+        b"<response><control><status>failure</status></control><errormessage><error>"
+        b"<errorno>GW-0099</errorno><description>Rate limit reached</description></error>"
+        b"</errormessage></response>"
+    )
+    source = SageIntacctSource(
+        connection_name="x",
+        base_url="http://127.0.0.1:9",
+        sender_id="s",
+        sender_password="p",
+        company_id="c",
+        user_id="u",
+        user_password="p",
+        throttle_wait_seconds=4.0,
+    )
+
+    assert source._throttle_signal(limited) == 4.0
+
+
+def line(number: str | None, amount: str, **extra: str) -> dict[str, str]:
+    row = {"RECORDNO": f"7{number}", "RECORDKEY": "70", "TRX_AMOUNT": amount, **extra}
+    if number is not None:
+        row["LINE_NO"] = number
+    return row
+
+
+def test_lines_without_a_usable_number_currency_or_any_lines_are_rejected_with_reasons() -> None:
+    header = {
+        "RECORDNO": "70",
+        "RECORDID": "INV-70",
+        "STATE": "Posted",
+        "WHENCREATED": "04/30/2026",
+        "CURRENCY": "",
+        "VENDORID": "V-PINE",
+        "WHENMODIFIED": "04/30/2026 12:00:00",
+    }
+    lines = [
+        line("1", "10.00", CURRENCY="GBP"),
+        line(None, "11.00", CURRENCY="GBP"),
+        line("1", "12.00", CURRENCY="GBP"),
+        line("2.5", "13.00", CURRENCY="GBP"),
+        line("3", "14.00", CURRENCY=""),
+    ]
+
+    records, rejected = spend_from_rows("APBILL", header, lines, "intacct")
+    _, no_lines = spend_from_rows("APBILL", header, [], "intacct")
+
+    assert [(r.line_number, r.amount, r.currency) for r in records] == [
+        (1, Decimal("10.00"), "GBP")
+    ]
+    assert sorted(r.reason for r in rejected) == [
+        "line 1: LINE_NO 1 appears twice on the document",
+        "line 2.5: LINE_NO is not a whole number: '2.5'",
+        "line 3: CURRENCY is missing (and no BASECURR)",
+        "line None: LINE_NO is missing",
+    ]
+    assert all(r.partition_date == dt.date(2026, 4, 30) for r in rejected)
+    assert [(r.source_id, r.reason) for r in no_lines] == [
+        ("APBILL:70", "no APBILLITEM lines were read for the document")
+    ]
+
+
+def test_vendor_and_item_rows_with_empty_keys_are_rejected_not_lost() -> None:
+    data = ET.fromstring(
+        '<data listtype="vendor" count="2" totalcount="2" numremaining="0" resultId="">'
+        "<vendor><RECORDNO>4</RECORDNO><VENDORID>V-ASH</VENDORID><NAME></NAME><TAXID/>"
+        "<DISPLAYCONTACT><MAILADDRESS><COUNTRYCODE>CA</COUNTRYCODE></MAILADDRESS>"
+        "</DISPLAYCONTACT><WHENMODIFIED>02/01/2026 07:30:00</WHENMODIFIED></vendor>"
+        "<vendor><RECORDNO>5</RECORDNO><VENDORID></VENDORID><NAME>Nobody</NAME></vendor></data>"
+    )
+    rows = [row_fields(element) for element in data]
+
+    vendors, refused = master_from_rows(RecordKind.VENDOR, rows, "intacct")
+    items, bad_items = master_from_rows(
+        RecordKind.MATERIAL, [{"RECORDNO": "9", "NAME": "No id"}], "intacct"
+    )
+
+    assert [v.model_dump(exclude={"connection"}) for v in vendors] == [
+        {
+            "source_id": "VENDOR:V-ASH",
+            "updated_at": dt.datetime(2026, 2, 1, 7, 30, tzinfo=UTC),
+            "status": RecordStatus.ACTIVE,
+            "vendor_id": "V-ASH",
+            "name": "V-ASH",
+            "country": "CA",
+            "industry_code": None,
+            "tax_id": None,
+            "currency": None,
+        }
+    ]
+    assert [(r.source_id, r.reason) for r in refused] == [("VENDOR:5", "VENDORID is missing")]
+    assert items == [] and [(r.source_id, r.reason) for r in bad_items] == [
+        ("ITEM:9", "ITEMID is missing")
+    ]
+
+
+def test_purchase_order_lines_with_a_repeated_number_reject_the_order() -> None:
+    header = {
+        "RECORDNO": "31",
+        "DOCNO": "PO-31",
+        "STATE": "Pending",
+        "WHENCREATED": "05/04/2026",
+        "CUSTVENDID": "V-OAK",
+        "CURRENCY": "CAD",
+        "TRX_TOTAL": "30",
+        "WHENMODIFIED": "05/04/2026 08:00:00",
+    }
+    entry = {"QUANTITY": "1", "TRX_PRICE": "15", "TRX_VALUE": "15", "DOCHDRNO": "31"}
+
+    records, rejected = purchase_order_from_rows(
+        header, [{**entry, "LINE_NO": "0"}, {**entry, "LINE_NO": "0"}], "intacct"
+    )
+
+    assert records == []
+    assert [r.reason for r in rejected] == ["LINE_NO 0 appears twice on the order"]
+
+
+def test_dates_with_a_time_part_still_read_as_the_day() -> None:
+    assert parse_date("07/24/2017 15:19:46") == dt.date(2017, 7, 24)
+    with pytest.raises(ValueError, match="not an MM/DD/YYYY date"):
+        parse_date("2017-07-24")

@@ -8,8 +8,12 @@ What is read, and from where:
 * purchase orders: purchasing transactions (`PODOCUMENT`/`PODOCUMENTENTRY`) of the transaction
   definition `purchase_order_docparid` ("Purchase Order"); state Converted means received;
 * vendors: `VENDOR`; materials: `ITEM` (product line as material group);
-* on hand today: `ITEMWAREHOUSEINFO` (item warehouse details: ITEMID, WAREHOUSEID and the
-  on-hand quantity `ONHAND`, a field name not confirmed against a live company's `lookup`),
+* on hand today: `ITEMWAREHOUSEINFO` (item warehouse details). The object name and its
+  RECORDNO, ITEMID and WAREHOUSEID fields are published (developer.intacct.com, Inventory
+  Control, "Item Warehouse Details": lookup, query and readByQuery examples); the on-hand
+  quantity field is not listed there nor in the SDK fixtures, so `ONHAND` stays unconfirmed
+  until a live company's `lookup` names it. A company without it answers readByQuery with a
+  failure (a clear error); an empty value is a rejected row, never a silent zero. Rows are
   summed per item and warehouse, with the item's base unit and no cost;
 * on hand on a past day: a Platform Services custom object of daily snapshots, named by
   `onhand_snapshot_object` (fields SNAPSHOT_DATE, ITEMID, WAREHOUSEID, QUANTITY, UNIT,
@@ -88,6 +92,11 @@ MAX_PAGE_SIZE = 1000
 KEYS_PER_QUERY = 200
 RESULT_SET_RESTARTS = 3
 RATE_LIMIT_ERRORS = frozenset({"GW-0010"})
+# Control-level failures that mean the Web Services sender id or password (or its authorization
+# for the company) was refused; others there (XL03000003, an XML schema error; GW-0011, an
+# invalid request) are request errors, not credential ones. Source: developer.intacct.com,
+# Web Services "Error Handling", and the response fixtures of Intacct/intacct-sdk-php.
+SENDER_REFUSED_ERRORS = frozenset({"XL03000006"})
 NOT_YET_SPEND = frozenset({"draft"})
 VOID_STATES = frozenset({"reversed", "reversal", "voided"})
 RECEIVED_STATES = frozenset({"converted", "converted by line"})
@@ -98,7 +107,15 @@ SPEND_OBJECTS: dict[str, tuple[str, str, SpendDocumentType]] = {
     "APADJUSTMENT": ("APADJUSTMENTITEM", "ENTRYDESCRIPTION", SpendDocumentType.CREDIT_NOTE),
     "CCTRANSACTION": ("CCTRANSACTIONENTRY", "DESCRIPTION", SpendDocumentType.CARD_CHARGE),
 }
-SPEND_HEADER_FIELDS = ["RECORDNO", "RECORDID", "STATE", "WHENCREATED", "CURRENCY", "WHENMODIFIED"]
+SPEND_HEADER_FIELDS = [
+    "RECORDNO",
+    "RECORDID",
+    "STATE",
+    "WHENCREATED",
+    "CURRENCY",
+    "BASECURR",
+    "WHENMODIFIED",
+]
 SPEND_LINE_FIELDS = [
     "RECORDNO",
     "RECORDKEY",
@@ -155,6 +172,7 @@ ITEM_FIELDS = [
 ]
 GL_ACCOUNT_FIELDS = ["RECORDNO", "ACCOUNTNO", "CATEGORY"]
 ON_HAND_OBJECT = "ITEMWAREHOUSEINFO"
+# ONHAND: not confirmed by a published source (see the module docstring).
 ON_HAND_FIELDS = ["RECORDNO", "ITEMID", "WAREHOUSEID", "ONHAND"]
 SNAPSHOT_FIELDS = [
     "RECORDNO",
@@ -205,9 +223,10 @@ def _optional_decimal(value: str | None, name: str) -> Decimal | None:
 
 
 def parse_date(value: str | None, name: str = "date") -> dt.date:
-    """An Intacct MM/DD/YYYY date."""
+    """An Intacct MM/DD/YYYY date (a time after it, as on timestamps, is ignored)."""
+    words = (value or "").split()
     try:
-        return dt.datetime.strptime((value or "").strip()[:10], "%m/%d/%Y").date()
+        return dt.datetime.strptime(words[0] if words else "", "%m/%d/%Y").date()
     except ValueError:
         raise RecordRejected(f"{name} is not an MM/DD/YYYY date: {value!r}") from None
 
@@ -262,6 +281,8 @@ def vendor_from_row(
     zone: dt.tzinfo = dt.timezone.utc,
 ) -> Vendor:
     """A VENDOR record as a canonical vendor."""
+    if not row.get("VENDORID"):
+        raise RecordRejected("VENDORID is missing")
     return Vendor(
         connection=connection,
         source_id=f"VENDOR:{row['VENDORID']}",
@@ -282,6 +303,8 @@ def material_from_row(
     zone: dt.tzinfo = dt.timezone.utc,
 ) -> Material:
     """An ITEM record as a canonical material."""
+    if not row.get("ITEMID"):
+        raise RecordRejected("ITEMID is missing")
     return Material(
         connection=connection,
         source_id=f"ITEM:{row['ITEMID']}",
@@ -294,9 +317,48 @@ def material_from_row(
     )
 
 
+def master_from_rows(
+    kind: RecordKind,
+    rows: list[dict[str, str]],
+    connection: str,
+    custom_field: str | None = None,
+    zone: dt.tzinfo = dt.timezone.utc,
+) -> tuple[list[CanonicalRecord], list[RejectedRecord]]:
+    """VENDOR or ITEM rows as canonical vendors or materials; a bad row is rejected, not lost."""
+    parse, key, prefix = (
+        (vendor_from_row, "VENDORID", "VENDOR")
+        if kind is RecordKind.VENDOR
+        else (material_from_row, "ITEMID", "ITEM")
+    )
+    records: list[CanonicalRecord] = []
+    rejected = []
+    for row in rows:
+        try:
+            records.append(parse(row, connection, custom_field, zone))
+        except (RecordRejected, ValidationError, ValueError, KeyError) as error:
+            rejected.append(
+                RejectedRecord(
+                    connection=connection,
+                    kind=kind,
+                    source_id=f"{prefix}:{row.get(key) or row.get('RECORDNO')}",
+                    reason=_reason(error),
+                    payload=row,
+                )
+            )
+    return records, rejected
+
+
 def _validation(error: ValidationError) -> str:
     first = error.errors()[0]
     return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return _validation(error)
+    if isinstance(error, KeyError):
+        return f"{error.args[0]} is missing"
+    return str(error)
 
 
 def snapshot_from_row(row: dict[str, str], connection: str) -> InventorySnapshot:
@@ -344,9 +406,37 @@ def spend_from_rows(
                 payload={"header": header, "lines": lines},
             )
         ]
+    if not lines:
+        # Every bill, adjustment and card transaction has at least one line: none read means
+        # the lines were not readable (permissions, a lost page), not that there is no spend.
+        return [], [
+            RejectedRecord(
+                connection=connection,
+                kind=RecordKind.SPEND,
+                source_id=source_id,
+                reason=f"no {SPEND_OBJECTS[header_object][0]} lines were read for the document",
+                payload={"header": header, "lines": []},
+                partition_date=day,
+            )
+        ]
     records, rejected = [], []
-    for line in sorted(lines, key=lambda row: int(row.get("LINE_NO") or 0)):
+    numbered: list[tuple[int | None, str | None, dict[str, str]]] = []
+    for line in lines:
         try:
+            numbered.append((_line_number(line), None, line))
+        except RecordRejected as error:
+            numbered.append((None, str(error), line))
+    taken: set[int] = set()
+    for number, reason, line in sorted(
+        numbered, key=lambda entry: (entry[0] is None, entry[0] or 0)
+    ):
+        try:
+            if number is None:
+                raise RecordRejected(reason or "LINE_NO is missing")
+            if number in taken:
+                # Two lines under one number would be one canonical line: keep both visible.
+                raise RecordRejected(f"LINE_NO {number} appears twice on the document")
+            taken.add(number)
             amount = _decimal(line.get("TRX_AMOUNT"), "TRX_AMOUNT")
             vendor_id = line.get("VENDORID") or header.get("VENDORID") or None
             material_id = _blank(line.get("ITEMID"))
@@ -355,6 +445,11 @@ def spend_from_rows(
                 if quantity_field
                 else None
             )
+            currency = (
+                header.get("CURRENCY") or line.get("CURRENCY") or header.get("BASECURR") or ""
+            )
+            if not currency:
+                raise RecordRejected("CURRENCY is missing (and no BASECURR)")
             kind = document_type
             if header_object == "APADJUSTMENT" and amount > 0:
                 kind = SpendDocumentType.INVOICE  # a credit memo raises what is owed
@@ -365,7 +460,7 @@ def spend_from_rows(
                     updated_at=parse_timestamp(header.get("WHENMODIFIED"), zone),
                     status=RecordStatus.VOIDED if state in VOID_STATES else RecordStatus.ACTIVE,
                     document_id=header.get("RECORDID") or header["RECORDNO"],
-                    line_number=int(line.get("LINE_NO") or 0),
+                    line_number=number,
                     document_type=kind,
                     transaction_date=day,
                     vendor_id=vendor_id,
@@ -373,14 +468,14 @@ def spend_from_rows(
                     gl_account=_blank(line.get("ACCOUNTNO")),
                     description=_blank(line.get(description_field)),
                     amount=amount,
-                    currency=header.get("CURRENCY") or line.get("CURRENCY") or "",
+                    currency=currency,
                     quantity=quantity,
                     unit=reference.item_units.get(material_id) if material_id else None,
                     is_capex=reference.is_capex(line.get("ACCOUNTNO")),
                 )
             )
-        except (RecordRejected, ValidationError, ValueError) as error:
-            reason = _validation(error) if isinstance(error, ValidationError) else str(error)
+        except (RecordRejected, ValidationError, ValueError, KeyError) as error:
+            reason = _reason(error)
             rejected.append(
                 RejectedRecord(
                     connection=connection,
@@ -392,6 +487,20 @@ def spend_from_rows(
                 )
             )
     return records, rejected
+
+
+def _line_number(line: dict[str, str]) -> int:
+    """LINE_NO as a whole number; a line without one cannot be told from its neighbours."""
+    text = (line.get("LINE_NO") or "").strip()
+    if not text:
+        raise RecordRejected("LINE_NO is missing")
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise RecordRejected(f"LINE_NO is not a number: {text[:20]!r}") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise RecordRejected(f"LINE_NO is not a whole number: {text[:20]!r}")
+    return int(number)
 
 
 def purchase_order_from_rows(
@@ -430,13 +539,16 @@ def purchase_order_from_rows(
                 ),
             )
         ]
-        for line in sorted(lines, key=lambda row: int(row.get("LINE_NO") or 0)):
+        numbered = sorted(((_line_number(line), line) for line in lines), key=lambda p: p[0])
+        for position, (number, line) in enumerate(numbered):
+            if position and numbered[position - 1][0] == number:
+                raise RecordRejected(f"LINE_NO {number} appears twice on the order")
             material_id = _blank(line.get("ITEMID"))
             need_by = line.get("NEEDBYDATE")
             records.append(
                 PurchaseOrderLine(
                     **common,
-                    line_number=int(line.get("LINE_NO") or 0),
+                    line_number=number,
                     material_id=material_id,
                     description=_blank(line.get("ITEMDESC") or line.get("MEMO")),
                     quantity=_decimal(line.get("QUANTITY") or line.get("UIQTY"), "QUANTITY"),
@@ -541,7 +653,9 @@ class SageIntacctSource(ErpSource):
             return None
         for error in root.iter("error"):
             number = (error.findtext("errorno") or "").strip()
-            text = (error.findtext("description2") or "").lower()
+            text = " ".join(
+                (error.findtext(tag) or "") for tag in ("description", "description2")
+            ).lower()
             if number in RATE_LIMIT_ERRORS or "rate limit" in text:
                 logger.warning(
                     "Intacct rate limit reached", extra={"connection": self.connection_name}
@@ -549,7 +663,9 @@ class SageIntacctSource(ErpSource):
                 return retry_after_seconds(response) or self.throttle_wait_seconds
         return None
 
-    def _request_xml(self, function: ET.Element, login: bool) -> bytes:
+    def _request_xml(
+        self, function: ET.Element, login: bool, function_id: str | None = None
+    ) -> bytes:
         request = ET.Element("request")
         control = ET.SubElement(request, "control")
         _text(control, "senderid", self.sender_id)
@@ -570,36 +686,66 @@ class SageIntacctSource(ErpSource):
         else:
             _text(authentication, "sessionid", self._session_id)
         content = ET.SubElement(operation, "content")
-        wrapper = ET.SubElement(content, "function", {"controlid": str(uuid.uuid4())})
+        wrapper = ET.SubElement(
+            content, "function", {"controlid": function_id or str(uuid.uuid4())}
+        )
         wrapper.append(function)
         return ET.tostring(request, encoding="utf-8", xml_declaration=True)
 
     def _parse(self, response: requests.Response) -> tuple[ET.Element, str | None]:
-        """The response document and what went wrong: None, "sender" or "authentication"."""
+        """The response document and what went wrong.
+
+        None, "sender" (the sender credentials), "control" (the request as a whole, such as
+        an XML schema or gateway error) or "authentication" (the user login or session).
+        """
         try:
             root = ET.fromstring(response.content)
         except ET.ParseError:
             raise ErpRequestError(
                 self.connection_name, "the gateway answered something that is not XML"
             ) from None
+        if root.tag != "response":
+            raise ErpRequestError(
+                self.connection_name, f"the gateway answered <{root.tag}>, not a <response>"
+            )
         if (root.findtext("control/status") or "").strip() == "failure":
-            return root, "sender"
+            numbers = {(e.findtext("errorno") or "").strip() for e in root.iter("error")}
+            return root, "sender" if numbers & SENDER_REFUSED_ERRORS else "control"
         if (root.findtext("operation/authentication/status") or "").strip() == "failure":
             return root, "authentication"
         return root, None
 
     @staticmethod
     def _first_error(element: ET.Element | None) -> str:
-        error = element.find(".//error") if element is not None else None
-        if error is None:
-            return "no error detail"
-        number = (error.findtext("errorno") or "").strip()
-        text = (error.findtext("description2") or error.findtext("description") or "").strip()
-        return f"{number} {text}".strip()
+        """Every `<error>` under the element, "errorno text" each, joined (an aborted result
+        names the failing call first and the rollback after it)."""
+        errors = list(element.iter("error")) if element is not None else []
+        parts = []
+        for error in errors:
+            number = (error.findtext("errorno") or "").strip()
+            text = (error.findtext("description2") or "").strip() or (
+                error.findtext("description") or ""
+            ).strip()
+            parts.append(f"{number} {text}".strip())
+        return "; ".join(part for part in parts if part)[:500] or "no error detail"
+
+    def _result(self, root: ET.Element, function_id: str, name: str) -> ET.Element:
+        """The `<result>` of our function: by its control id, else the only one there is."""
+        results = root.findall("operation/result")
+        for result in results:
+            if (result.findtext("controlid") or "").strip() == function_id:
+                return result
+        if len(results) == 1:
+            return results[0]
+        raise ErpRequestError(
+            self.connection_name,
+            f"the answer holds {len(results)} results and none for our {name}",
+        )
 
     def _authenticate(self, session: requests.Session) -> None:
         """Log in with getAPISession and keep the session id and its endpoint."""
-        body = self._request_xml(ET.Element("getAPISession"), login=True)
+        function_id = str(uuid.uuid4())
+        body = self._request_xml(ET.Element("getAPISession"), login=True, function_id=function_id)
         url = f"{self.base_url.rstrip('/')}/{GATEWAY_PATH}"
         try:
             response = session.post(
@@ -631,12 +777,16 @@ class SageIntacctSource(ErpSource):
             raise ErpAuthError(
                 self.connection_name, f"sender credentials refused ({self._first_error(root)})"
             )
+        if problem == "control":
+            raise ErpRequestError(
+                self.connection_name, f"login request refused ({self._first_error(root)})"
+            )
         if problem == "authentication":
             raise ErpAuthError(
                 self.connection_name, f"login refused ({self._first_error(root.find('operation'))})"
             )
-        result = root.find("operation/result")
-        if result is None or (result.findtext("status") or "") != "success":
+        result = self._result(root, function_id, "getAPISession")
+        if (result.findtext("status") or "").strip() != "success":
             raise ErpAuthError(
                 self.connection_name, f"getAPISession failed ({self._first_error(result)})"
             )
@@ -661,24 +811,29 @@ class SageIntacctSource(ErpSource):
         client = self._client()
         for attempt in (1, 2):
             client.ensure_authenticated()
+            function_id = str(uuid.uuid4())
             response = client.post(
                 self._endpoint,
-                data=self._request_xml(function, login=False),
+                data=self._request_xml(function, login=False, function_id=function_id),
                 headers={"Content-Type": "application/xml"},
             )
             root, problem = self._parse(response)
             if problem == "authentication" and attempt == 1:
-                # The session expired or was ended: log in again and repeat the call once.
+                # The session expired or was ended (XL03000006 in the authentication block):
+                # log in again and repeat the call once.
                 client.reauthenticate()
                 continue
+            if problem == "control":
+                raise ErpRequestError(
+                    self.connection_name,
+                    f"{function.tag} request refused ({self._first_error(root)})",
+                )
             if problem is not None:
                 where = root if problem == "sender" else root.find("operation")
                 raise ErpAuthError(
                     self.connection_name, f"{problem} refused ({self._first_error(where)})"
                 )
-            result = root.find("operation/result")
-            if result is None:
-                raise ErpRequestError(self.connection_name, "the answer holds no result")
+            result = self._result(root, function_id, function.tag)
             if (result.findtext("status") or "").strip() != "success":
                 raise ErpRequestError(
                     self.connection_name,
@@ -708,15 +863,24 @@ class SageIntacctSource(ErpSource):
             if docparid:
                 _text(function, "docparid", docparid)
             data = self._call(function).find("data")
+            if data is None:
+                raise ErpRequestError(
+                    self.connection_name, f"readByQuery of {object_name} answered without <data>"
+                )
             try:
                 while data is not None:
                     rows = [row_fields(element) for element in data]
                     fresh = [row for row in rows if row.get("RECORDNO") not in passed]
                     passed.update(row.get("RECORDNO", "") for row in fresh)
                     yield fresh
-                    remaining = int(data.get("numremaining") or 0)
+                    remaining = self._count(data, "numremaining")
                     if remaining == 0:
                         return
+                    if not (data.get("resultId") or "").strip():
+                        raise ErpRequestError(
+                            self.connection_name,
+                            f"{remaining} {object_name} rows remain but no resultId names them",
+                        )
                     data = self._read_more(data.get("resultId") or "", remaining)
                 return
             except _ResultSetLost:
@@ -742,9 +906,18 @@ class SageIntacctSource(ErpSource):
             raise _ResultSetLost()
         # count + numremaining must account for exactly what was left; less means a page
         # was served but never reached us.
-        if int(data.get("count") or 0) + int(data.get("numremaining") or 0) != remaining:
+        if self._count(data, "count") + self._count(data, "numremaining") != remaining:
             raise _ResultSetLost()
         return data
+
+    def _count(self, data: ET.Element, attribute: str) -> int:
+        """A `<data>` count attribute (absent means 0); anything else is a clear error."""
+        text = (data.get(attribute) or "0").strip()
+        if not text.isdigit():
+            raise ErpRequestError(
+                self.connection_name, f"<data {attribute}={text[:20]!r}> is not a count"
+            )
+        return int(text)
 
     def _reference_lists(self, refresh: bool = False) -> IntacctReference:
         if self._reference is not None and not refresh:
@@ -819,25 +992,19 @@ class SageIntacctSource(ErpSource):
                 [self.vendor_industry_field.upper()] if self.vendor_industry_field else []
             )
             for page in self._read("VENDOR", fields, self._window_query(None, window)):
-                records = [
-                    vendor_from_row(
-                        row, self.connection_name, self.vendor_industry_field, self._zone
-                    )
-                    for row in page
-                ]
-                yield records, [], self._watermark(page)
+                records, rejected = master_from_rows(
+                    kind, page, self.connection_name, self.vendor_industry_field, self._zone
+                )
+                yield records, rejected, self._watermark(page)
         else:
             fields = ITEM_FIELDS + (
                 [self.item_commodity_field.upper()] if self.item_commodity_field else []
             )
             for page in self._read("ITEM", fields, self._window_query(None, window)):
-                records = [
-                    material_from_row(
-                        row, self.connection_name, self.item_commodity_field, self._zone
-                    )
-                    for row in page
-                ]
-                yield records, [], self._watermark(page)
+                records, rejected = master_from_rows(
+                    kind, page, self.connection_name, self.item_commodity_field, self._zone
+                )
+                yield records, rejected, self._watermark(page)
 
     def _watermark(self, rows: list[dict[str, str]]) -> dt.datetime | None:
         stamps = [parse_timestamp(row.get("WHENMODIFIED"), self._zone) for row in rows]
@@ -881,14 +1048,14 @@ class SageIntacctSource(ErpSource):
                     h for h in headers if (h.get("STATE") or "").lower() not in NOT_YET_SPEND
                 ]
                 lines = self._children(
-                    line_object, "RECORDKEY", line_fields, [h["RECORDNO"] for h in headers]
+                    line_object, "RECORDKEY", line_fields, [h.get("RECORDNO", "") for h in headers]
                 )
                 records, rejected = [], []
                 for header in headers:
                     parsed, refused = spend_from_rows(
                         header_object,
                         header,
-                        lines.get(header["RECORDNO"], []),
+                        lines.get(header.get("RECORDNO", ""), []),
                         self.connection_name,
                         reference,
                         self.line_quantity_field,
@@ -909,7 +1076,7 @@ class SageIntacctSource(ErpSource):
                     "PODOCUMENTENTRY",
                     "DOCHDRNO",
                     PO_LINE_FIELDS,
-                    [h["RECORDNO"] for h in headers],
+                    [h.get("RECORDNO", "") for h in headers],
                     docparid,
                 )
             wanted = PurchaseOrder if kind is RecordKind.PURCHASE_ORDER else PurchaseOrderLine
@@ -917,7 +1084,7 @@ class SageIntacctSource(ErpSource):
             for header in headers:
                 parsed, refused = purchase_order_from_rows(
                     header,
-                    lines.get(header["RECORDNO"], []),
+                    lines.get(header.get("RECORDNO", ""), []),
                     self.connection_name,
                     reference,
                     self._zone,
@@ -1072,6 +1239,7 @@ class SageIntacctSource(ErpSource):
 __all__ = [
     "IntacctReference",
     "SageIntacctSource",
+    "master_from_rows",
     "material_from_row",
     "parse_date",
     "parse_timestamp",

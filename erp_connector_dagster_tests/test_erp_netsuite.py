@@ -8,23 +8,32 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
 import requests
+from werkzeug.serving import make_server
 
 from erp_connector_dagster.erp import build_source
 from erp_connector_dagster.erp.base import SyncWindow
+from erp_connector_dagster.erp.http import ErpRequestError
 from erp_connector_dagster.erp.netsuite import (
     CONCURRENCY_WAIT_SECONDS,
     NetSuiteSource,
     netsuite_throttle_signal,
 )
-from erp_connector_dagster.records import RecordKind, RecordStatus, SpendDocumentType
+from erp_connector_dagster.records import (
+    RecordKind,
+    RecordStatus,
+    SpendDocumentType,
+    SpendRecord,
+)
 from erp_connector_dagster.sandbox import netsuite as emulator
 from erp_connector_dagster.sandbox.company import SandboxCompany
 from erp_connector_dagster.sandbox.server import SandboxConnection, SandboxServer
@@ -421,3 +430,299 @@ def test_deleted_orders_and_bills_are_reported_from_deletedrecord(source, compan
     changed = [r for b in spend for r in b.records if r.transaction_date == day]
     assert {r.natural_key for r in changed} == {multi[0].natural_key}
     assert day in source.changed_days(RecordKind.SPEND, since).days
+
+
+# Documented SuiteQL shapes beyond the emulator's: a server answering with JSON written here in
+# the shapes of Oracle's REST web services docs ("Executing SuiteQL Queries Through REST Web
+# Services", "Collection Paging", "Error Handling in REST Web Services"), own values.
+
+
+class CannedSuiteQL:
+    """Answers SuiteQL posts with the first canned page whose predicate takes the request."""
+
+    def __init__(self, pages: list[tuple[Callable[[str, str], bool], int, object]]) -> None:
+        self.pages = pages
+        self.asked: list[tuple[str, str]] = []
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        query = environ.get("QUERY_STRING", "")
+        statement = json.loads(body)["q"]
+        self.asked.append((query, statement))
+        status, payload = next(
+            (status, payload) for taken, status, payload in self.pages if taken(query, statement)
+        )
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        start_response(f"{status} X", [("Content-Type", "application/json")])
+        return [text.encode()]
+
+
+@contextmanager
+def canned(pages, **options) -> Iterator[tuple[NetSuiteSource, CannedSuiteQL]]:
+    app = CannedSuiteQL(pages)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield (
+            NetSuiteSource(
+                connection_name="ns-docs",
+                base_url=f"http://127.0.0.1:{server.server_port}",
+                account_id="TSTDRV1",
+                consumer_key="ck",
+                consumer_secret="consumer-secret-value",
+                token_id="ti",
+                token_secret="token-secret-value",
+                account_timezone="UTC",
+                max_retries=0,
+                **options,
+            ),
+            app,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def envelope(items: list[dict], *, offset: int, total: int, more: bool, links=None) -> dict:
+    return {
+        "links": links if links is not None else [],
+        "count": len(items),
+        "hasMore": more,
+        "items": [{"links": [], **item} for item in items],
+        "offset": offset,
+        "totalResults": total,
+    }
+
+
+def is_headers(query: str, statement: str) -> bool:
+    return statement.startswith("SELECT t.id AS transaction_id, t.tranid, t.type")
+
+
+def is_lines(query: str, statement: str) -> bool:
+    return statement.startswith("SELECT tl.transaction AS transaction_id")
+
+
+def test_documented_pages_absent_nulls_and_mixed_id_types_become_exact_records() -> None:
+    headers = [
+        # The header query gives ids as text, the line query as JSON numbers below.
+        {
+            "transaction_id": "812",
+            "tranid": "VB-812",
+            "type": "VendBill",
+            "trandate": "3-Feb-2026",
+            "voided": "F",
+            "last_modified": "2026-02-04 06:07:08",
+            "vendor_entityid": "Birch Supply",
+            "currency_symbol": "GBP",
+        },
+        {
+            "transaction_id": "813",
+            "tranid": "VC-813",
+            "type": "VendCred",
+            "trandate": "3-Feb-2026",
+            "voided": "T",
+            "last_modified": "2026-02-05 00:00:00",
+            "currency_symbol": "GBP",
+        },
+    ]
+    first = [
+        {
+            "transaction_id": 812,
+            "line_id": 1,
+            "linesequencenumber": "1",
+            "foreignamount": "250.75",
+            "quantity": 3,
+            "item_itemid": "CEMENT-25",
+            "unit_abbreviation": "bag",
+            "acctnumber": "5010",
+            "accttype": "COGS",
+        },
+    ]
+    second = [
+        # memo, item, unit, quantity: null columns, simply absent.
+        {
+            "transaction_id": 813,
+            "line_id": 4,
+            "linesequencenumber": 2.0,
+            "foreignamount": ".5",
+            "acctnumber": "1600",
+            "accttype": "FixedAsset",
+        },
+    ]
+    pages = [
+        (is_headers, 200, envelope(headers, offset=0, total=2, more=False)),
+        (
+            lambda q, s: is_lines(q, s) and "offset=0" in q,
+            200,
+            envelope(
+                first,
+                offset=0,
+                total=2,
+                more=True,
+                links=[
+                    {"rel": "next", "href": "/services/rest/query/v1/suiteql?limit=1&offset=1"},
+                    {"rel": "self", "href": "/services/rest/query/v1/suiteql?limit=1&offset=0"},
+                ],
+            ),
+        ),
+        (lambda q, s: is_lines(q, s), 200, envelope(second, offset=1, total=2, more=False)),
+    ]
+    with canned(pages, date_format="D-Mon-YYYY", page_size=1) as (source, app):
+        batches = list(source.fetch(RecordKind.SPEND, SyncWindow.for_day(dt.date(2026, 2, 3))))
+
+    common = {"connection": "ns-docs", "transaction_date": dt.date(2026, 2, 3), "currency": "GBP"}
+    assert [r for b in batches for r in b.records] == [
+        SpendRecord(
+            **common,
+            source_id="812/1",
+            updated_at=dt.datetime(2026, 2, 4, 6, 7, 8, tzinfo=UTC),
+            document_id="VB-812",
+            line_number=1,
+            document_type=SpendDocumentType.INVOICE,
+            vendor_id="Birch Supply",
+            material_id="CEMENT-25",
+            gl_account="5010",
+            amount=Decimal("250.75"),
+            quantity=Decimal("3"),
+            unit="bag",
+        ),
+        SpendRecord(
+            **common,
+            source_id="813/4",
+            updated_at=dt.datetime(2026, 2, 5, tzinfo=UTC),
+            status=RecordStatus.VOIDED,
+            document_id="VC-813",
+            line_number=2,
+            document_type=SpendDocumentType.CREDIT_NOTE,
+            vendor_id=None,
+            gl_account="1600",
+            amount=Decimal("-0.5"),
+            is_capex=True,
+        ),
+    ]
+    assert [b.rejected for b in batches] == [[], []]
+    assert [q for q, s in app.asked if is_lines(q, s)] == [
+        "limit=1&offset=0",
+        "limit=1&offset=1",
+    ]
+
+
+def test_has_more_without_a_next_link_pages_on_by_offset_and_count() -> None:
+    def vendor(number: int) -> dict:
+        return {"id": str(number), "entityid": f"V{number}", "last_modified": "2026-01-01 00:00:00"}
+
+    pages = [
+        (
+            lambda q, s: "offset=0" in q,
+            200,
+            envelope([vendor(1), vendor(2)], offset=0, total=3, more=True),
+        ),
+        (lambda q, s: "offset=2" in q, 200, envelope([vendor(3)], offset=2, total=3, more=False)),
+    ]
+    with canned(pages, page_size=2) as (source, _):
+        records = [r for b in source.fetch(RecordKind.VENDOR, SyncWindow()) for r in b.records]
+
+    # A vendor that is a person has no companyname: its entity id names it.
+    assert [(r.vendor_id, r.name, r.country) for r in records] == [
+        ("V1", "V1", None),
+        ("V2", "V2", None),
+        ("V3", "V3", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "status, payload, words",
+    [
+        (
+            400,
+            {
+                "type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1",
+                "title": "Bad Request",
+                "status": 400,
+                "o:errorDetails": [
+                    {
+                        "detail": "Invalid search query. Unknown identifier 'v.nosuchfield'.",
+                        "o:errorCode": "INVALID_PARAMETER",
+                    }
+                ],
+            },
+            ["400", "INVALID_PARAMETER", "nosuchfield"],
+        ),
+        (
+            200,
+            {"title": "Bad Request", "o:errorDetails": [{"detail": "x", "o:errorCode": "E1"}]},
+            ["refused the query", "E1 x"],
+        ),
+        (200, {"links": [], "count": 0, "hasMore": False}, ["without an items list"]),
+        (200, "<html>maintenance</html>", ["not JSON"]),
+        (200, envelope([], offset=0, total=9, more=True), ["does not advance"]),
+    ],
+)
+def test_error_bodies_and_broken_envelopes_are_clear_errors(status, payload, words) -> None:
+    with canned([(lambda q, s: True, status, payload)]) as (source, _):
+        with pytest.raises(ErpRequestError) as raised:
+            list(source.fetch(RecordKind.VENDOR, SyncWindow()))
+
+    message = str(raised.value)
+    assert all(word in message for word in words), message
+    assert "consumer-secret-value" not in message and "token-secret-value" not in message
+
+
+@pytest.mark.parametrize(
+    "date_format, text",
+    [
+        ("DD-Mon-YYYY", "07-Dec-2026"),
+        ("D-MONTH-YYYY", "7-DECEMBER-2026"),
+        ("DD MONTH, YYYY", "07 December, 2026"),
+        ("YYYY/MM/DD", "2026/12/07"),
+    ],
+)
+def test_month_name_account_date_formats_parse(source, date_format: str, text: str) -> None:
+    account = source.model_copy(update={"date_format": date_format})
+    item = {
+        "transaction_id": "5",
+        "tranid": "PO-5",
+        "trandate": text,
+        "status": "PurchOrd:F",
+        "voided": False,
+        "last_modified": "2026-12-07 10:00:00",
+        "currency_symbol": "USD",
+        "foreigntotal": 99,
+    }
+
+    (order,) = account.records_from_items(RecordKind.PURCHASE_ORDER, [item]).records
+
+    assert (order.order_date, order.order_status, order.total_amount) == (
+        dt.date(2026, 12, 7),
+        "received",
+        Decimal("99"),
+    )
+
+
+def test_unreadable_rows_are_rejected_with_the_reason(source) -> None:
+    base = {
+        "transaction_id": "6",
+        "tranid": "VB-6",
+        "type": "VendBill",
+        "trandate": "1/9/2026",
+        "last_modified": "2026-01-09 10:00:00",
+        "currency_symbol": "USD",
+        "foreignamount": "5",
+    }
+    items = [
+        {**base, "line_id": "1", "linesequencenumber": "1.5"},
+        {**base, "line_id": "2", "linesequencenumber": "2", "foreignamount": "NaN"},
+        {**base, "line_id": "3", "linesequencenumber": "3", "type": "Journal"},
+        {**base, "line_id": "4", "linesequencenumber": "4", "trandate": "2026-01-09"},
+    ]
+
+    batch = source.records_from_items(RecordKind.SPEND, items)
+
+    assert batch.records == []
+    assert [(r.source_id, r.reason) for r in batch.rejected] == [
+        ("6/1", "linesequencenumber '1.5' is not a whole number"),
+        ("6/2", "foreignamount 'NaN' is not a finite number"),
+        ("6/3", "type 'Journal' is not a bill, credit or card charge"),
+        ("6/4", "date '2026-01-09' is not in the account format M/D/YYYY"),
+    ]

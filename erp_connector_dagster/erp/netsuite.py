@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import zoneinfo
 from collections.abc import Callable, Iterator
-from decimal import InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
 import requests
@@ -69,6 +69,8 @@ MAX_QUERY_RESULTS = 100_000
 # soon as another request finishes, so a short fixed wait beats a long exponential one.
 CONCURRENCY_WAIT_SECONDS = 2.0
 TIMESTAMP_FORMAT = "YYYY-MM-DD HH24:MI:SS"
+# The date formats a NetSuite user can pick in Set Preferences; strptime reads the one- and
+# two-digit forms alike, and month names in English (the C locale), whatever their case.
 DATE_FORMATS = {
     "M/D/YYYY": "%m/%d/%Y",
     "MM/DD/YYYY": "%m/%d/%Y",
@@ -76,6 +78,12 @@ DATE_FORMATS = {
     "DD/MM/YYYY": "%d/%m/%Y",
     "D.M.YYYY": "%d.%m.%Y",
     "DD.MM.YYYY": "%d.%m.%Y",
+    "D-Mon-YYYY": "%d-%b-%Y",
+    "DD-Mon-YYYY": "%d-%b-%Y",
+    "D-MONTH-YYYY": "%d-%B-%Y",
+    "DD-MONTH-YYYY": "%d-%B-%Y",
+    "D MONTH, YYYY": "%d %B, %Y",
+    "DD MONTH, YYYY": "%d %B, %Y",
     "YYYY-MM-DD": "%Y-%m-%d",
     "YYYY/MM/DD": "%Y/%m/%d",
 }
@@ -264,8 +272,11 @@ class NetSuiteSource(ErpSource):
         headers: dict[str, dict] | None = None
         if query.header_select is not None:
             statement = self._statement(query.header_select, query, window, "t.id")
+            # Keys as text: an id may come as a JSON number in one query and a string in another.
             headers = {
-                item["transaction_id"]: item for page in self._pages(statement) for item in page
+                str(item.get("transaction_id")): item
+                for page in self._pages(statement)
+                for item in page
             }
         seen: set[str] = set()
         total = 0
@@ -274,9 +285,9 @@ class NetSuiteSource(ErpSource):
                 # A line whose bill was created after the headers were read is left for the
                 # next sync: its change stamp is later than this sync's watermark.
                 items = [
-                    {**headers[item["transaction_id"]], **item}
+                    {**headers[str(item.get("transaction_id"))], **item}
                     for item in items
-                    if item.get("transaction_id") in headers
+                    if str(item.get("transaction_id")) in headers
                 ]
             batch = self.records_from_items(kind, items, seen)
             total += len(batch.records)
@@ -330,20 +341,64 @@ class NetSuiteSource(ErpSource):
         url = f"{SUITEQL_PATH}?limit={limit}&offset=0"
         while url:
             response = self.http.post(url, json={"q": statement}, headers={"Prefer": "transient"})
+            page = self._envelope(response)
+            total = page.get("totalResults")
+            if isinstance(total, (int, str)) and str(total).isdigit():
+                if int(total) > MAX_QUERY_RESULTS:
+                    raise ErpRequestError(
+                        self.connection_name,
+                        f"query matches {total} rows, over SuiteQL's limit of "
+                        f"{MAX_QUERY_RESULTS}; sync a narrower window",
+                    )
+            items = page["items"]
+            yield items
+            url = self._next_page(page, items, limit, url) if _true(page.get("hasMore")) else None
+
+    def _envelope(self, response: requests.Response) -> dict:
+        """The SuiteQL collection envelope of an answer, or a clear error instead of no rows."""
+        try:
             page = response.json()
-            if page.get("totalResults", 0) > MAX_QUERY_RESULTS:
+        except ValueError:
+            raise ErpRequestError(
+                self.connection_name, "SuiteQL answered something that is not JSON"
+            ) from None
+        if not isinstance(page, dict):
+            raise ErpRequestError(self.connection_name, "SuiteQL answered a non-object JSON body")
+        if "o:errorDetails" in page:
+            raise ErpRequestError(
+                self.connection_name, f"SuiteQL refused the query ({error_details(page)})"
+            )
+        items = page.get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ErpRequestError(
+                self.connection_name, "SuiteQL answered without an items list of rows"
+            )
+        return page
+
+    def _next_page(self, page: dict, items: list[dict], limit: int, current: str) -> str:
+        """The `next` link; without one, the offset after this page's rows."""
+        link = next(
+            (
+                link.get("href")
+                for link in page.get("links") or []
+                if isinstance(link, dict) and link.get("rel") == "next" and link.get("href")
+            ),
+            None,
+        )
+        if link is None:
+            try:
+                offset = int(page.get("offset", 0)) + int(page.get("count", len(items)))
+            except (TypeError, ValueError):
                 raise ErpRequestError(
-                    self.connection_name,
-                    f"query matches {page['totalResults']} rows, over SuiteQL's limit of "
-                    f"{MAX_QUERY_RESULTS}; sync a narrower window",
-                )
-            yield page.get("items", [])
-            url = None
-            if page.get("hasMore"):
-                url = next(
-                    (link["href"] for link in page.get("links", []) if link.get("rel") == "next"),
-                    f"{SUITEQL_PATH}?limit={limit}&offset={page['offset'] + page['count']}",
-                )
+                    self.connection_name, "SuiteQL says hasMore but names no next page"
+                ) from None
+            link = f"{SUITEQL_PATH}?limit={limit}&offset={offset}"
+        if not items or link == current:
+            # More rows promised but none served, or the same page again: a loop, not data.
+            raise ErpRequestError(
+                self.connection_name, "SuiteQL says hasMore but the next page does not advance"
+            )
+        return link
 
     def records_from_items(
         self, kind: RecordKind, items: list[dict], seen: set[str] | None = None
@@ -394,7 +449,7 @@ class NetSuiteSource(ErpSource):
         )
         # Limitation: NetSuite logs deletions per record, not per line: for line kinds the
         # transaction's id is reported, and each of its lines' source_id starts with it + "/".
-        return [item["recordid"] for items in self._pages(statement) for item in items]
+        return [str(item["recordid"]) for items in self._pages(statement) for item in items]
 
     # Native values
 
@@ -404,13 +459,16 @@ class NetSuiteSource(ErpSource):
         return f"TO_TIMESTAMP('{local:%Y-%m-%d %H:%M:%S}', '{TIMESTAMP_FORMAT}')"
 
     def _instant(self, value: str) -> dt.datetime:
-        local = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        try:
+            local = dt.datetime.strptime(str(value).strip(), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ValueError(f"last_modified {value!r} is not YYYY-MM-DD HH24:MI:SS") from None
         zone = zoneinfo.ZoneInfo(self.account_timezone)
         return local.replace(tzinfo=zone).astimezone(dt.timezone.utc)
 
     def _date(self, value: str) -> dt.date:
         try:
-            return dt.datetime.strptime(value, DATE_FORMATS[self.date_format]).date()
+            return dt.datetime.strptime(str(value).strip(), DATE_FORMATS[self.date_format]).date()
         except ValueError:
             raise ValueError(
                 f"date {value!r} is not in the account format {self.date_format}"
@@ -423,9 +481,11 @@ class NetSuiteSource(ErpSource):
             return None
 
     def _parse_spend(self, row: dict) -> SpendRecord:
+        if row.get("type") not in SPEND_TYPES:
+            raise ValueError(f"type {row.get('type')!r} is not a bill, credit or card charge")
         document_type = SPEND_TYPES[row["type"]]
-        amount = decimal_field(row, "foreignamount")
-        quantity = decimal_field(row, "quantity", required=False)
+        amount = _number(row, "foreignamount")
+        quantity = _number(row, "quantity", required=False)
         if document_type is SpendDocumentType.CREDIT_NOTE:
             # A vendor credit lowers spend whichever sign the account posts its lines with.
             amount = -abs(amount)
@@ -434,9 +494,9 @@ class NetSuiteSource(ErpSource):
             connection=self.connection_name,
             source_id=_source_id(row),
             updated_at=self._instant(row["last_modified"]),
-            status=RecordStatus.VOIDED if row.get("voided") == "T" else RecordStatus.ACTIVE,
-            document_id=row["tranid"],
-            line_number=int(row["linesequencenumber"]),
+            status=RecordStatus.VOIDED if _true(row.get("voided")) else RecordStatus.ACTIVE,
+            document_id=required_field(row, "tranid"),
+            line_number=_whole(row, "linesequencenumber"),
             document_type=document_type,
             transaction_date=self._date(row["trandate"]),
             vendor_id=row.get("vendor_entityid"),
@@ -457,13 +517,13 @@ class NetSuiteSource(ErpSource):
             connection=self.connection_name,
             source_id=row["transaction_id"],
             updated_at=self._instant(row["last_modified"]),
-            status=RecordStatus.VOIDED if row.get("voided") == "T" else RecordStatus.ACTIVE,
-            purchase_order_id=row["tranid"],
+            status=RecordStatus.VOIDED if _true(row.get("voided")) else RecordStatus.ACTIVE,
+            purchase_order_id=required_field(row, "tranid"),
             vendor_id=row.get("vendor_entityid"),
             order_date=self._date(row["trandate"]),
             currency=required_field(row, "currency_symbol"),
-            total_amount=decimal_field(row, "foreigntotal"),
-            order_status=PO_STATUSES.get(row.get("status", ""), "open"),
+            total_amount=_number(row, "foreigntotal"),
+            order_status=_order_status(row.get("status")),
         )
 
     def _parse_order_line(self, row: dict) -> PurchaseOrderLine:
@@ -472,15 +532,15 @@ class NetSuiteSource(ErpSource):
             connection=self.connection_name,
             source_id=_source_id(row),
             updated_at=self._instant(row["last_modified"]),
-            purchase_order_id=row["tranid"],
-            line_number=int(row["linesequencenumber"]),
+            purchase_order_id=required_field(row, "tranid"),
+            line_number=_whole(row, "linesequencenumber"),
             order_date=self._date(row["trandate"]),
             material_id=row.get("item_itemid"),
             description=row.get("memo"),
-            quantity=decimal_field(row, "quantity"),
+            quantity=_number(row, "quantity"),
             unit=row.get("unit_abbreviation"),
-            unit_price=decimal_field(row, "rate"),
-            amount=decimal_field(row, "foreignamount"),
+            unit_price=_number(row, "rate"),
+            amount=_number(row, "foreignamount"),
             currency=required_field(row, "currency_symbol"),
             gl_account=row.get("acctnumber"),
             delivery_date=self._date(delivery) if delivery else None,
@@ -491,8 +551,9 @@ class NetSuiteSource(ErpSource):
             connection=self.connection_name,
             source_id=row["id"],
             updated_at=self._instant(row["last_modified"]),
-            vendor_id=row["entityid"],
-            name=required_field(row, "companyname"),
+            vendor_id=required_field(row, "entityid"),
+            # A vendor that is a person has no company name: its entity id names it.
+            name=row.get("companyname") or required_field(row, "entityid"),
             country=row.get("country"),
             industry_code=row.get("custentity_naics_code"),
             tax_id=row.get("taxidnum"),
@@ -519,10 +580,10 @@ class NetSuiteSource(ErpSource):
             snapshot_date=self._date(row["custrecord_ohs_date"]),
             material_id=row["item_itemid"],
             location=required_field(row, "location_name"),
-            quantity=decimal_field(row, "custrecord_ohs_quantity"),
+            quantity=_number(row, "custrecord_ohs_quantity"),
             unit=row.get("unit_abbreviation"),
-            unit_cost=decimal_field(row, "custrecord_ohs_unit_cost", required=False),
-            value=decimal_field(row, "custrecord_ohs_value", required=False),
+            unit_cost=_number(row, "custrecord_ohs_unit_cost", required=False),
+            value=_number(row, "custrecord_ohs_value", required=False),
             currency=row.get("currency_symbol"),
         )
 
@@ -585,6 +646,52 @@ _QUERIES: dict[RecordKind, _Query] = {
         NetSuiteSource._parse_snapshot,
     ),
 }
+
+
+def error_details(body: dict) -> str:
+    """The `o:errorDetails` of a REST web services error body as one line: code and detail."""
+    details = body.get("o:errorDetails")
+    if not isinstance(details, list):
+        return str(body.get("title") or "no error detail")
+    parts = [
+        f"{detail.get('o:errorCode', '')} {detail.get('detail', '')}".strip()
+        for detail in details
+        if isinstance(detail, dict)
+    ]
+    return "; ".join(part for part in parts if part)[:500] or "no error detail"
+
+
+def _number(row: dict, name: str, *, required: bool = True) -> Decimal | None:
+    """An amount or quantity, as text or a JSON number; NaN and infinities are refused."""
+    number = decimal_field(row, name, required=required)
+    if number is not None and not number.is_finite():
+        raise ValueError(f"{name} {row.get(name)!r} is not a finite number")
+    return number
+
+
+def _true(value: object) -> bool:
+    """A SuiteQL boolean: "T"/"F" as text, or a JSON boolean."""
+    return value is True or (isinstance(value, str) and value.strip().upper() in ("T", "TRUE"))
+
+
+def _whole(row: dict, name: str) -> int:
+    """A whole number that may come as text ("3", "3.0") or a JSON number."""
+    value = row.get(name)
+    if value in (None, ""):
+        raise ValueError(f"{name} is missing")
+    try:
+        number = decimal_field(row, name)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a whole number") from None
+    if number is None or number != number.to_integral_value():
+        raise ValueError(f"{name} {value!r} is not a whole number")
+    return int(number)
+
+
+def _order_status(value: object) -> str:
+    """A purchase order status: the letter, or the letter after the type ("PurchOrd:B")."""
+    letter = str(value or "").rsplit(":", 1)[-1].strip()
+    return PO_STATUSES.get(letter, "open")
 
 
 def _date_literal(day: dt.date) -> str:

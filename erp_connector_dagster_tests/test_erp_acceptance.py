@@ -12,11 +12,12 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 
 from erp_connector_dagster.erp import build_source
-from erp_connector_dagster.erp.base import ErpSource, SyncWindow
+from erp_connector_dagster.erp.base import ErpSource, SyncWindow, decimal_field
 from erp_connector_dagster.erp.http import ErpAuthError
 from erp_connector_dagster.records import (
     RECORD_MODELS,
@@ -274,3 +275,14 @@ def test_deleted_record_disappears_from_full_read(emulated: Emulated) -> None:
     records = read_all(emulated.source, RecordKind.PURCHASE_ORDER, SyncWindow.for_day(day))
 
     assert victim.natural_key not in {r.natural_key for r in records}
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-inf", float("nan"), True, "12O0.00"])
+def test_an_amount_that_is_not_a_finite_number_is_refused_by_name(value) -> None:
+    with pytest.raises(ValueError, match="^Amount "):
+        decimal_field({"Amount": value}, "Amount")
+
+
+@pytest.mark.parametrize("value", ["1200.50", 1200.5, -3, "0.000001"])
+def test_amounts_in_every_documented_form_read_exactly(value) -> None:
+    assert decimal_field({"Amount": value}, "Amount") == Decimal(str(value))

@@ -57,9 +57,12 @@ def decimal_field(item: dict, field: str, *, required: bool = True) -> Decimal |
     if isinstance(value, bool):
         raise ValueError(f"{field} {value!r} is not a number")
     try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
         raise ValueError(f"{field} {value!r} is not a number") from None
+    if not number.is_finite():
+        raise ValueError(f"{field} {value!r} is not a finite number")
+    return number
 
 
 def utc_timestamp(text: str) -> dt.datetime:

@@ -25,6 +25,7 @@ from erp_connector_dagster.erp.xero import (
     XeroReference,
     XeroSource,
     disposition,
+    document_day,
     material_from_item,
     on_hand_from_item,
     parse_xero_date,
@@ -39,6 +40,7 @@ from erp_connector_dagster.records import (
     RecordKind,
     RecordStatus,
     SpendDocumentType,
+    SpendRecord,
 )
 from erp_connector_dagster.sandbox import xero as emulator
 from erp_connector_dagster.sandbox.company import SandboxCompany
@@ -229,6 +231,247 @@ def test_xero_dates_and_the_if_modified_since_header() -> None:
     assert parse_xero_date("/Date(1518298927172)/").year == 2018
     assert parse_xero_date("2019-03-12T00:00:00") == dt.datetime(2019, 3, 12, tzinfo=UTC)
     assert emulator.xero_date(dt.date(2017, 10, 17)) == "/Date(1508198400000+0000)/"
+
+
+# Documented shapes with values of our own: what the API reference allows beyond the samples
+
+
+def test_date_forms_xero_documents() -> None:
+    nz = dt.timezone(dt.timedelta(hours=13))
+    pacific = dt.timezone(-dt.timedelta(hours=8))
+
+    # The milliseconds are UTC; an offset names the local time, and so the local day.
+    assert parse_xero_date("/Date(1739876400000+1300)/") == dt.datetime(2025, 2, 19, tzinfo=nz)
+    assert parse_xero_date("/Date(1739876400000+1300)/").date() == dt.date(2025, 2, 19)
+    assert parse_xero_date("/Date(1739952000000-0800)/").date() == dt.date(2025, 2, 19)
+    assert parse_xero_date("/Date(1739952000000-0800)/").tzinfo == pacific
+    assert parse_xero_date("/Date(-86400000)/") == dt.datetime(1969, 12, 31, tzinfo=UTC)
+    assert parse_xero_date("2025-02-19") == dt.datetime(2025, 2, 19, tzinfo=UTC)
+    assert parse_xero_date("2025-02-19T08:30:00Z") == dt.datetime(2025, 2, 19, 8, 30, tzinfo=UTC)
+    assert parse_xero_date("2025-02-18T16:29:47.96-08:00") == dt.datetime(
+        2025, 2, 19, 0, 29, 47, 960000, tzinfo=UTC
+    )
+    # DateString is the organisation's own day and wins over the /Date()/ form.
+    assert document_day({"Date": "/Date(1739923200000+0000)/"}) == dt.date(2025, 2, 19)
+    assert document_day(
+        {"DateString": "2025-02-20T00:00:00", "Date": "/Date(1739923200000+0000)/"}
+    ) == dt.date(2025, 2, 20)
+    assert document_day({"DateString": "2025-02-21T00:00:00"}) == dt.date(2025, 2, 21)
+    for bad in ("/Date(abc)/", "19/02/2025", "/Date(1739923200000+9900)/"):
+        with pytest.raises(ValueError, match="not a Xero date"):
+            parse_xero_date(bad)
+    with pytest.raises(ValueError, match="Date is missing"):
+        document_day({"DueDate": "/Date(1739923200000+0000)/"})
+
+
+def _credit_note() -> dict:
+    """An ACCPAYCREDIT as listed in `{"CreditNotes": [...]}`: numbers as text, tax-inclusive."""
+    return {
+        "CreditNoteID": "5b1c9f7e-0c2a-4d7e-9a51-3f2e1d0c9b8a",
+        "CreditNoteNumber": "SUP-CR-19",
+        "Type": "ACCPAYCREDIT",
+        "Contact": {"ContactID": "c-77", "Name": "Harbour Timber"},
+        "DateString": "2025-09-30T00:00:00",
+        "Date": "/Date(1759190400000+0000)/",
+        "Status": "AUTHORISED",
+        "LineAmountTypes": "Inclusive",
+        "LineItems": [
+            {
+                "LineItemID": "l-1",
+                "ItemCode": "PLY-18",
+                "Description": "Plywood 18mm, returned",
+                "Quantity": "4.0000",
+                "UnitAmount": "57.5000",
+                "TaxAmount": "30.00",
+                "LineAmount": "230.00",
+                "AccountCode": "310",
+            },
+            {"LineItemID": "l-2", "Description": "Goods returned under claim 4411"},
+            {
+                "LineItemID": "l-3",
+                "ItemCode": "FREIGHT",
+                "Description": "Freight refund",
+                "TaxAmount": 3.0,
+                "LineAmount": 23.0,
+                "AccountCode": "425",
+            },
+        ],
+        "SubTotal": "220.00",
+        "TotalTax": "33.00",
+        "Total": "253.00",
+        "UpdatedDateUTC": "/Date(1759237200000+0000)/",
+        "CurrencyCode": "GBP",
+        "CurrencyRate": "0.862000",
+        "RemainingCredit": "253.00",
+    }
+
+
+def test_supplier_credit_note_with_inclusive_text_amounts_in_a_foreign_currency() -> None:
+    envelope = {"CreditNotes": [_credit_note()]}  # no pagination block: an unpaged answer
+    reference = XeroReference(contact_codes={"c-77": "SUPP-077"}, capex_account_codes={"310"})
+
+    records, rejected = spend_from_document(
+        "CreditNotes", envelope["CreditNotes"][0], "xero", reference
+    )
+
+    common = {
+        "connection": "xero",
+        "source_id": "CreditNotes:5b1c9f7e-0c2a-4d7e-9a51-3f2e1d0c9b8a",
+        "updated_at": dt.datetime(2025, 9, 30, 13, tzinfo=UTC),
+        "document_id": "SUP-CR-19",
+        "document_type": SpendDocumentType.CREDIT_NOTE,
+        "transaction_date": dt.date(2025, 9, 30),
+        "vendor_id": "SUPP-077",
+        "currency": "GBP",
+    }
+    assert rejected == []
+    # The words-only line carries no money and is passed over; positions stay as written.
+    assert records == [
+        SpendRecord(
+            **common,
+            line_number=1,
+            material_id="PLY-18",
+            gl_account="310",
+            description="Plywood 18mm, returned",
+            amount=Decimal("-200.00"),
+            quantity=Decimal("-4.0000"),
+            is_capex=True,
+        ),
+        SpendRecord(
+            **common,
+            line_number=3,
+            material_id="FREIGHT",
+            gl_account="425",
+            description="Freight refund",
+            amount=Decimal("-20.0"),
+        ),
+    ]
+
+
+def test_voided_and_deleted_and_draft_documents() -> None:
+    voided = {**_credit_note(), "Status": "VOIDED"}
+
+    records, _ = spend_from_document("CreditNotes", voided, "xero")
+
+    assert {r.status for r in records} == {RecordStatus.VOIDED}
+    assert disposition(voided) == "live"
+    assert disposition({**voided, "Status": "DELETED"}) == "deleted"
+    assert disposition({**voided, "Status": "DRAFT"}) == "not yet spend"
+    assert disposition({**voided, "Status": "PAID"}) == "live"
+
+
+def test_unreadable_lines_and_documents_are_rejected_with_their_reason() -> None:
+    bill = {
+        "InvoiceID": "inv-5",
+        "InvoiceNumber": "B-5",
+        "Type": "ACCPAY",
+        "Date": "/Date(1759190400000+0000)/",
+        "Status": "AUTHORISED",
+        "LineAmountTypes": "Inclusive",
+        "CurrencyCode": "NZD",
+        "LineItems": [
+            {"Description": "ok", "LineAmount": 115.0, "TaxAmount": 15.0, "AccountCode": "400"},
+            {"Description": "no tax figure", "LineAmount": 46.0, "AccountCode": "400"},
+            {
+                "Description": "garbled",
+                "LineAmount": "1O0.00",
+                "TaxAmount": 0,
+                "AccountCode": "400",
+            },
+        ],
+    }
+
+    records, rejected = spend_from_document("Invoices", bill, "xero")
+    _, no_currency = spend_from_document("Invoices", {**bill, "CurrencyCode": None}, "xero")
+    _, no_date = spend_from_document("Invoices", {**bill, "Date": None}, "xero")
+    _, no_id = spend_from_document("Invoices", {"Date": bill["Date"]}, "xero")
+
+    assert [(r.line_number, r.amount) for r in records] == [(1, Decimal("100.0"))]
+    assert [r.reason for r in rejected] == [
+        "line 2: TaxAmount is missing on a tax-inclusive line",
+        "line 3: LineAmount is not a number: '1O0.00'",
+    ]
+    assert [r.reason for r in no_currency + no_date + no_id] == [
+        "CurrencyCode is missing",
+        "Date is missing",
+        "InvoiceID is missing",
+    ]
+
+
+def test_purchase_order_with_inclusive_lines_a_zero_quantity_and_words_only_lines() -> None:
+    order = {
+        "PurchaseOrderID": "po-guid-31",
+        "PurchaseOrderNumber": "PO-0031",
+        "DateString": "2025-11-03T00:00:00",
+        "Date": "/Date(1762128000000+0000)/",
+        "DeliveryDateString": "2025-11-17T00:00:00",
+        "DeliveryDate": "/Date(1763337600000+0000)/",
+        "Type": "PURCHASEORDER",
+        "Status": "AUTHORISED",
+        "LineAmountTypes": "Inclusive",
+        "CurrencyCode": "AUD",
+        "CurrencyRate": 1.0,
+        "Contact": {"ContactID": "c-9"},
+        "LineItems": [
+            {
+                "ItemCode": "GLV-L",
+                "Description": "Gloves, large",
+                "Quantity": 10.0,
+                "UnitAmount": 11.0,
+                "TaxAmount": 10.0,
+                "LineAmount": 110.0,
+                "AccountCode": "310",
+            },
+            {"Description": "Deliver to dock 2"},
+            {
+                "ItemCode": "GLV-S",
+                "Description": "Gloves, small (back-ordered)",
+                "Quantity": 0.0,
+                "UnitAmount": 11.0,
+                "TaxAmount": 0.0,
+                "LineAmount": 0.0,
+            },
+        ],
+        "SubTotal": 100.0,
+        "TotalTax": 10.0,
+        "Total": 110.0,
+        "UpdatedDateUTC": "/Date(1762160400000+0000)/",
+    }
+
+    records, rejected = purchase_order_from_document(order, "xero")
+
+    assert rejected == []
+    header, large, small = records
+    assert (header.order_date, header.total_amount, header.currency, header.vendor_id) == (
+        dt.date(2025, 11, 3),
+        Decimal("100.0"),
+        "AUD",
+        "c-9",
+    )
+    assert (large.line_number, large.quantity, large.unit_price, large.amount) == (
+        10,
+        Decimal("10.0"),
+        Decimal("10.0000"),
+        Decimal("100.0"),
+    )
+    assert large.delivery_date == dt.date(2025, 11, 17)
+    assert (small.line_number, small.quantity, small.amount) == (20, Decimal("0.0"), Decimal(0))
+
+
+def test_master_data_without_its_key_fields_is_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="Name is missing"):
+        vendor_from_contact({"ContactID": "c-1"}, "xero")
+    with pytest.raises(ValueError, match="Code is missing"):
+        material_from_item({"ItemID": "i-1", "Name": "Loose item"}, "xero")
+    supplier = vendor_from_contact(
+        {"ContactID": "c-2", "Name": "Archived Co", "ContactStatus": "ARCHIVED", "Addresses": None},
+        "xero",
+    )
+    assert (supplier.vendor_id, supplier.status, supplier.country) == (
+        "c-2",
+        RecordStatus.DELETED,
+        None,
+    )
 
 
 # The emulated organisation

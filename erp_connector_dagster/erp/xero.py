@@ -15,10 +15,14 @@ What is read, and from where:
   keeps one quantity per item for the whole organisation: no locations, no units, no unit
   cost and no history, and it has no custom objects or tables to add a daily snapshot to.
 
-Dates are `/Date(milliseconds+0000)/`. Paging is `page` with `pageSize` (line items only come
-with paged reads), ordered by the document id so pages do not shift; the change filter is the
-`If-Modified-Since` header (inclusive, whole seconds). Deleted documents stay listed with
-Status `DELETED` and become `deleted_source_ids`; voided ones are kept with status voided.
+Dates are `/Date(milliseconds+0000)/` (milliseconds in UTC, an offset naming local time);
+a document's day is its `DateString` when given, the organisation's own calendar day. Lines
+with a description alone carry no money and are passed over; a tax-inclusive line is taken
+net of its `TaxAmount`, and one without it is rejected. Paging is `page` with `pageSize`
+(line items only come with paged reads), ordered by the document id so pages do not shift;
+the change filter is the `If-Modified-Since` header (inclusive, whole seconds). Deleted
+documents stay listed with Status `DELETED` and become `deleted_source_ids`; voided ones are
+kept with status voided.
 Tokens come from the client-credentials grant of a Xero custom connection (30 minutes), and
 every call names the organisation in the `xero-tenant-id` header (found through
 `/connections` when not configured). Throttling is a 429 with `Retry-After` and
@@ -97,15 +101,30 @@ class RecordRejected(ValueError):
 
 
 def parse_xero_date(value: object) -> dt.datetime | None:
-    """A Xero `/Date(ms+0000)/` (or ISO) value as a UTC moment."""
+    """A Xero `/Date(ms+hhmm)/` (or ISO 8601) value as a timezone-aware moment.
+
+    The milliseconds count from the epoch in UTC; an offset after them names the local time
+    the value was written in, so the moment keeps that offset (and its `date()` is the local
+    day). An ISO value without an offset is taken as UTC.
+    """
     if value in (None, ""):
         return None
-    text = str(value)
+    text = str(value).strip()
     match = _XERO_DATE.fullmatch(text)
     if match:
-        return dt.datetime.fromtimestamp(int(match[1]) / 1000, dt.timezone.utc)
+        zone = dt.timezone.utc
+        if match[2] and match[2][1:] != "0000":
+            hours, minutes = int(match[2][1:3]), int(match[2][3:])
+            if hours > 23 or minutes > 59:
+                raise RecordRejected(f"not a Xero date: {text[:40]!r}")
+            offset = dt.timedelta(hours=hours, minutes=minutes)
+            zone = dt.timezone(-offset if match[2][0] == "-" else offset)
+        try:
+            return dt.datetime.fromtimestamp(int(match[1]) / 1000, zone)
+        except (OverflowError, OSError, ValueError):
+            raise RecordRejected(f"not a Xero date: {text[:40]!r}") from None
     try:
-        moment = dt.datetime.fromisoformat(text)
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise RecordRejected(f"not a Xero date: {text[:40]!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
@@ -116,6 +135,15 @@ def _day(value: object, name: str) -> dt.date:
     if moment is None:
         raise RecordRejected(f"{name} is missing")
     return moment.date()
+
+
+def document_day(document: dict, name: str = "Date") -> dt.date:
+    """A document's calendar day: `DateString` (the organisation's own day) when given, else
+    the `/Date(...)/` value; a missing day is a rejection naming the field."""
+    written = document.get(f"{name}String")
+    if written not in (None, ""):
+        return _day(written, f"{name}String")
+    return _day(document.get(name), name)
 
 
 def _decimal(value: object, name: str) -> Decimal:
@@ -133,6 +161,17 @@ def _decimal(value: object, name: str) -> Decimal:
 def _validation(error: ValidationError) -> str:
     first = error.errors()[0]
     return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+def _reason(error: Exception) -> str:
+    """A rejection reason from what parsing raised."""
+    if isinstance(error, ValidationError):
+        return _validation(error)
+    if isinstance(error, KeyError):
+        return f"{error.args[0]} is missing"
+    if isinstance(error, AttributeError):
+        return "a line item is not an object"
+    return str(error)
 
 
 def _if_modified_since(moment: dt.datetime) -> str:
@@ -176,11 +215,14 @@ def disposition(document: dict) -> str:
 
 def vendor_from_contact(contact: dict, connection: str) -> Vendor:
     """A Xero supplier `Contact` as a canonical vendor (archived means deleted in Xero)."""
+    for name in ("ContactID", "Name"):
+        if not contact.get(name):
+            raise RecordRejected(f"{name} is missing")
     country = next(
         (
             address.get("Country")
-            for address in contact.get("Addresses", [])
-            if address.get("Country")
+            for address in contact.get("Addresses") or []
+            if isinstance(address, dict) and address.get("Country")
         ),
         None,
     )
@@ -203,6 +245,9 @@ def vendor_from_contact(contact: dict, connection: str) -> Vendor:
 
 def material_from_item(item: dict, connection: str) -> Material:
     """A Xero `Item` as a canonical material."""
+    for name in ("ItemID", "Code"):
+        if not item.get(name):
+            raise RecordRejected(f"{name} is missing")
     return Material(
         connection=connection,
         source_id=f"Items:{item['ItemID']}",
@@ -239,10 +284,34 @@ def on_hand_from_item(
 
 
 def _net_amount(line: dict, inclusive: bool) -> Decimal:
+    """The line's amount net of tax: a tax-inclusive `LineAmount` less its `TaxAmount`."""
     amount = _decimal(line.get("LineAmount"), "LineAmount")
     if inclusive:
-        amount -= _decimal(line.get("TaxAmount") or Decimal("0"), "TaxAmount")
+        if line.get("TaxAmount") in (None, ""):
+            raise RecordRejected("TaxAmount is missing on a tax-inclusive line")
+        amount -= _decimal(line.get("TaxAmount"), "TaxAmount")
     return amount
+
+
+def _unit_price(line: dict, inclusive: bool, quantity: Decimal, net: Decimal) -> Decimal:
+    """The net price of one unit: a tax-inclusive `UnitAmount` loses its line's tax share, and
+    a line without one is priced at its net amount over its quantity."""
+    written = line.get("UnitAmount")
+    if written in (None, ""):
+        return (net / quantity).quantize(Decimal("0.0001")) if quantity else net
+    price = _decimal(written, "UnitAmount")
+    if inclusive:
+        gross = _decimal(line.get("LineAmount"), "LineAmount")
+        if gross:
+            price = (price * net / gross).quantize(Decimal("0.0001"))
+    return price
+
+
+def _is_text_line(line: object) -> bool:
+    """A line holding only words (Xero allows a description alone): no money to carry."""
+    if not isinstance(line, dict):
+        return False
+    return all(line.get(name) in (None, "") for name in ("LineAmount", "UnitAmount", "Quantity"))
 
 
 def spend_from_document(
@@ -272,7 +341,7 @@ def spend_from_document(
             ),
             "document_id": str(document.get(number_field) or document[id_field]),
             "document_type": document_type,
-            "transaction_date": _day(document.get("Date"), "Date"),
+            "transaction_date": document_day(document),
             "currency": document.get("CurrencyCode"),
         }
         if not header["currency"]:
@@ -283,7 +352,7 @@ def spend_from_document(
                 connection=connection,
                 kind=RecordKind.SPEND,
                 source_id=source_id,
-                reason=str(error),
+                reason=_reason(error),
                 payload=document,
             )
         ]
@@ -291,9 +360,15 @@ def spend_from_document(
     inclusive = document.get("LineAmountTypes") == "Inclusive"
     records, rejected = [], []
     for position, line in enumerate(document.get("LineItems") or [], start=1):
+        if _is_text_line(line):
+            continue
         try:
             material_id = line.get("ItemCode") or None
-            quantity = _decimal(line.get("Quantity"), "Quantity") * sign if material_id else None
+            quantity = (
+                _decimal(line["Quantity"], "Quantity") * sign
+                if material_id and line.get("Quantity") not in (None, "")
+                else None
+            )
             account = line.get("AccountCode") or None
             records.append(
                 SpendRecord(
@@ -308,8 +383,8 @@ def spend_from_document(
                     is_capex=account in reference.capex_account_codes,
                 )
             )
-        except (RecordRejected, ValidationError) as error:
-            reason = _validation(error) if isinstance(error, ValidationError) else str(error)
+        except (RecordRejected, ValidationError, AttributeError) as error:
+            reason = _reason(error)
             rejected.append(
                 RejectedRecord(
                     connection=connection,
@@ -331,7 +406,11 @@ def purchase_order_from_document(
     source_id = f"PurchaseOrders:{document.get('PurchaseOrderID')}"
     try:
         inclusive = document.get("LineAmountTypes") == "Inclusive"
-        delivery = parse_xero_date(document.get("DeliveryDate"))
+        delivery = (
+            document_day(document, "DeliveryDate")
+            if document.get("DeliveryDateString") or document.get("DeliveryDate")
+            else None
+        )
         common = {
             "connection": connection,
             "source_id": source_id,
@@ -339,7 +418,7 @@ def purchase_order_from_document(
             "purchase_order_id": str(
                 document.get("PurchaseOrderNumber") or document["PurchaseOrderID"]
             ),
-            "order_date": _day(document.get("Date"), "Date"),
+            "order_date": document_day(document),
             "currency": document.get("CurrencyCode") or "",
         }
         if not common["currency"]:
@@ -356,8 +435,18 @@ def purchase_order_from_document(
             order_status="open" if document.get("Status") in OPEN_ORDER_STATUSES else "closed",
         )
         lines: list[CanonicalRecord] = []
-        for position, line in enumerate(document.get("LineItems") or [], start=1):
-            quantity = _decimal(line.get("Quantity") or Decimal("1"), "Quantity")
+        position = 0
+        for line in document.get("LineItems") or []:
+            if _is_text_line(line):
+                continue
+            position += 1
+            # No quantity is one unit; a written zero stays zero.
+            quantity = (
+                Decimal("1")
+                if line.get("Quantity") in (None, "")
+                else _decimal(line["Quantity"], "Quantity")
+            )
+            net = _net_amount(line, inclusive)
             lines.append(
                 PurchaseOrderLine(
                     **common,
@@ -365,14 +454,14 @@ def purchase_order_from_document(
                     material_id=line.get("ItemCode") or None,
                     description=line.get("Description") or None,
                     quantity=quantity,
-                    unit_price=_decimal(line.get("UnitAmount"), "UnitAmount"),
-                    amount=_net_amount(line, inclusive),
+                    unit_price=_unit_price(line, inclusive, quantity, net),
+                    amount=net,
                     gl_account=line.get("AccountCode") or None,
-                    delivery_date=delivery.date() if delivery else None,
+                    delivery_date=delivery,
                 )
             )
-    except (RecordRejected, ValidationError, KeyError) as error:
-        reason = _validation(error) if isinstance(error, ValidationError) else str(error)
+    except (RecordRejected, ValidationError, KeyError, AttributeError) as error:
+        reason = _reason(error)
         return [], [
             RejectedRecord(
                 connection=connection,
@@ -591,12 +680,36 @@ class XeroSource(ErpSource):
         elif kind is RecordKind.VENDOR:
             params = {"where": "IsSupplier==true", "includeArchived": "true", "order": "ContactID"}
             for page in self._pages("Contacts", params, window.changed_since):
-                records = [vendor_from_contact(c, self.connection_name) for c in page]
-                yield records, [], [], self._watermark(page)
+                records, rejected = self._master(page, RecordKind.VENDOR)
+                yield records, rejected, [], self._watermark(page)
         else:
-            items = self._get("Items", {"order": "Code"}, window.changed_since).get("Items", [])
-            records = [material_from_item(item, self.connection_name) for item in items]
-            yield records, [], [], self._watermark(items)
+            body = self._get("Items", {"order": "Code"}, window.changed_since)
+            items = body.get("Items") or []
+            records, rejected = self._master(items, RecordKind.MATERIAL)
+            yield records, rejected, [], self._watermark(items)
+
+    def _master(self, rows: list[dict], kind: RecordKind):
+        """Contacts or items as vendors or materials, and the ones that cannot be, rejected."""
+        parse, key, id_field = (
+            (vendor_from_contact, "Contacts", "ContactID")
+            if kind is RecordKind.VENDOR
+            else (material_from_item, "Items", "ItemID")
+        )
+        records, rejected = [], []
+        for row in rows:
+            try:
+                records.append(parse(row, self.connection_name))
+            except (RecordRejected, ValidationError) as error:
+                rejected.append(
+                    RejectedRecord(
+                        connection=self.connection_name,
+                        kind=kind,
+                        source_id=f"{key}:{row.get(id_field)}",
+                        reason=_reason(error),
+                        payload=row,
+                    )
+                )
+        return records, rejected
 
     def _on_hand_pages(self, window: SyncWindow):
         """Today's QuantityOnHand of tracked items; a past day cannot be read from Xero."""
@@ -739,9 +852,17 @@ class XeroSource(ErpSource):
         for collection, params, key in reads:
             for page in self._pages(collection, params, since, key):
                 for document in page:
-                    stamp = parse_xero_date(document.get("UpdatedDateUTC"))
-                    dated = document.get("Date")
-                    summary.days.add(_day(dated, "Date") if dated else stamp.date())
+                    try:
+                        summary.days.add(document_day(document))
+                        continue
+                    except RecordRejected:
+                        pass  # no readable day: the day it changed, if that can be read
+                    try:
+                        stamp = parse_xero_date(document.get("UpdatedDateUTC"))
+                    except RecordRejected:
+                        stamp = None
+                    if stamp is not None:
+                        summary.days.add(stamp.astimezone(dt.timezone.utc).date())
                 watermark = self._watermark(page)
                 if watermark and (
                     summary.high_watermark is None or watermark > summary.high_watermark
@@ -754,6 +875,7 @@ __all__ = [
     "XeroReference",
     "XeroSource",
     "disposition",
+    "document_day",
     "material_from_item",
     "on_hand_from_item",
     "parse_xero_date",

@@ -19,7 +19,7 @@ import requests
 
 from erp_connector_dagster.erp import build_source
 from erp_connector_dagster.erp.base import SyncWindow
-from erp_connector_dagster.erp.http import ErpAuthError
+from erp_connector_dagster.erp.http import ErpAuthError, ErpRequestError
 from erp_connector_dagster.erp.quickbooks import (
     QuickBooksReference,
     QuickBooksSource,
@@ -35,6 +35,7 @@ from erp_connector_dagster.records import (
     RecordKind,
     RecordStatus,
     SpendDocumentType,
+    SpendRecord,
 )
 from erp_connector_dagster.sandbox import quickbooks as emulator
 from erp_connector_dagster.sandbox.company import SandboxCompany
@@ -268,6 +269,344 @@ def test_inventory_report_rows_become_snapshots() -> None:
         Decimal("0.75"),
     )
     assert (snapshot.location, snapshot.currency) == ("WH01", "USD")
+
+
+# Documented shapes with values of our own: what the API reference allows beyond the samples
+
+
+def _spend(connection: str = "qbo", **fields) -> SpendRecord:
+    """The spend record a test expects, with the defaults these payloads share."""
+    return SpendRecord(connection=connection, **fields)
+
+
+def test_a_bill_without_currency_ref_takes_its_vendors_currency_and_dates_keep_their_day() -> None:
+    # A company without multicurrency may leave CurrencyRef out; the vendor's currency is the
+    # document's. TxnDate may carry the company's offset; LineNum may be missing.
+    reference = QuickBooksReference(
+        vendor_codes={"77": "ACME-77"},
+        vendor_currencies={"77": "CAD"},
+        item_codes={"9": "BOLT-M8"},
+        item_expense_accounts={"9": "64"},
+        account_numbers={"64": "5100", "81": "6200"},
+    )
+    bill = {
+        "Id": "3107",
+        "SyncToken": "2",
+        "domain": "QBO",
+        "DocNumber": "INV-88",
+        "TxnDate": "2025-03-07-08:00",
+        "VendorRef": {"value": "77", "name": "Acme Fasteners"},
+        "GlobalTaxCalculation": "TaxInclusive",
+        "TotalAmt": 161.5,
+        "MetaData": {
+            "CreateTime": "2025-03-07T23:10:00-08:00",
+            "LastUpdatedTime": "2025-03-07T23:15:30.25-08:00",
+        },
+        "Line": [
+            {
+                "Id": "1",
+                "Description": "M8 bolts",
+                "Amount": "120.00",
+                "DetailType": "ItemBasedExpenseLineDetail",
+                "ItemBasedExpenseLineDetail": {
+                    "ItemRef": {"value": "9", "name": "Bolt M8"},
+                    "Qty": 400,
+                    "UnitPrice": 0.3,
+                    "TaxInclusiveAmt": 135.6,
+                },
+            },
+            {
+                "Id": "2",
+                "Amount": 41.5,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {
+                    "AccountRef": {"value": "81", "name": "Freight"},
+                    "TaxInclusiveAmt": 46.9,
+                },
+            },
+        ],
+    }
+    common = {
+        "source_id": "Bill:3107",
+        "updated_at": dt.datetime(2025, 3, 8, 7, 15, 30, 250000, tzinfo=UTC),
+        "document_id": "INV-88",
+        "document_type": SpendDocumentType.INVOICE,
+        "transaction_date": dt.date(2025, 3, 7),
+        "vendor_id": "ACME-77",
+        "currency": "CAD",
+    }
+
+    records, rejected = spend_from_entity("Bill", bill, "qbo", reference)
+
+    assert rejected == []
+    # Amount is the net of tax even when the document is tax-inclusive.
+    assert records == [
+        _spend(
+            **common,
+            line_number=1,
+            material_id="BOLT-M8",
+            gl_account="5100",
+            description="M8 bolts",
+            amount=Decimal("120.00"),
+            quantity=Decimal(400),
+        ),
+        _spend(**common, line_number=2, gl_account="6200", amount=Decimal("41.5")),
+    ]
+
+
+def test_vendor_credit_in_a_foreign_currency_is_negative() -> None:
+    credit = {
+        "Id": "512",
+        "TxnDate": "2025-04-02",
+        "VendorRef": {"value": "12"},
+        "CurrencyRef": {"value": "GBP", "name": "British Pound Sterling"},
+        "ExchangeRate": 1.1842,
+        "TotalAmt": 75.25,
+        "MetaData": {"LastUpdatedTime": "2025-04-02T09:00:00Z"},
+        "Line": [
+            {
+                "Id": "1",
+                "LineNum": 1,
+                "Amount": 75.25,
+                "DetailType": "ItemBasedExpenseLineDetail",
+                "ItemBasedExpenseLineDetail": {
+                    "ItemRef": {"value": "5", "name": "Pallet"},
+                    "Qty": 5,
+                },
+            }
+        ],
+    }
+
+    records, rejected = spend_from_entity("VendorCredit", credit, "qbo")
+
+    assert rejected == []
+    assert records == [
+        _spend(
+            source_id="VendorCredit:512",
+            updated_at=dt.datetime(2025, 4, 2, 9, tzinfo=UTC),
+            document_id="512",
+            line_number=1,
+            document_type=SpendDocumentType.CREDIT_NOTE,
+            transaction_date=dt.date(2025, 4, 2),
+            vendor_id="12",
+            material_id="Pallet",
+            amount=Decimal("-75.25"),
+            currency="GBP",
+            quantity=Decimal(-5),
+        )
+    ]
+
+
+def _purchase(payment_type: str, **extra) -> dict:
+    return {
+        "Id": "90",
+        "PaymentType": payment_type,
+        "AccountRef": {"value": "35", "name": "Checking"},
+        "TxnDate": "2025-05-20",
+        "TotalAmt": 60,
+        "Line": [
+            {
+                "Id": "1",
+                "Amount": 60,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "54"}},
+            }
+        ],
+        **extra,
+    }
+
+
+def test_cash_cheque_and_card_purchases_and_card_refunds() -> None:
+    reference = QuickBooksReference(
+        vendor_codes={"42": "V-42"},
+        vendor_currencies={"42": "USD"},
+        account_currencies={"35": "USD", "41": "EUR"},
+    )
+    payee = {"value": "42", "name": "Corner Hardware"}  # a payee whose type is not given
+    card = {"AccountRef": {"value": "41", "name": "Company card"}}
+
+    cash = spend_from_entity("Purchase", _purchase("Cash", EntityRef=payee), "qbo", reference)
+    cheque = spend_from_entity(
+        "Purchase", _purchase("Check", DocNumber="1044", EntityRef=payee), "qbo", reference
+    )
+    customer = spend_from_entity(
+        "Purchase",
+        _purchase("Check", EntityRef={"value": "42", "type": "Customer"}),
+        "qbo",
+        reference,
+    )
+    refund = spend_from_entity(
+        "Purchase", _purchase("CreditCard", Credit=True, **card), "qbo", reference
+    )
+    charge = spend_from_entity("Purchase", _purchase("CreditCard", **card), "qbo", reference)
+
+    def summary(result):
+        (line,), rejected = result
+        assert rejected == []
+        return (line.document_id, line.document_type, line.vendor_id, line.amount, line.currency)
+
+    assert summary(cash) == ("90", SpendDocumentType.INVOICE, "V-42", Decimal(60), "USD")
+    assert summary(cheque) == ("1044", SpendDocumentType.INVOICE, "V-42", Decimal(60), "USD")
+    assert summary(customer) == ("90", SpendDocumentType.INVOICE, None, Decimal(60), "USD")
+    # No payee and no CurrencyRef: the card account's currency is the purchase's.
+    assert summary(refund) == ("90", SpendDocumentType.CREDIT_NOTE, None, Decimal(-60), "EUR")
+    assert summary(charge) == ("90", SpendDocumentType.CARD_CHARGE, None, Decimal(60), "EUR")
+
+
+def test_lines_that_cannot_be_read_are_rejected_with_their_reason() -> None:
+    bill = {
+        "Id": "77",
+        "TxnDate": "2025-06-01",
+        "CurrencyRef": {"value": "USD"},
+        "Line": [
+            {
+                "Id": "1",
+                "Amount": 10,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "7"}},
+            },
+            {"Id": "2", "Amount": -4.5, "DetailType": "TDSLineDetail", "TDSLineDetail": {}},
+            {"Id": "3", "Amount": 0, "DetailType": "DescriptionOnly"},
+            {
+                "Id": "4",
+                "LineNum": "four",
+                "Amount": 3,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "7"}},
+            },
+            {
+                "Id": "5",
+                "Amount": "n/a",
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "7"}},
+            },
+        ],
+    }
+
+    records, rejected = spend_from_entity("Bill", bill, "qbo")
+
+    assert [(r.line_number, r.amount) for r in records] == [(1, Decimal(10))]
+    assert [r.reason for r in rejected] == [
+        "line 2: DetailType 'TDSLineDetail' is not an expense line",
+        "line four: LineNum is not a whole number: 'four'",
+        "line 5: Amount is not a number: 'n/a'",
+    ]
+    assert all(r.partition_date == dt.date(2025, 6, 1) for r in rejected)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"CurrencyRef": None}, "CurrencyRef is missing and neither vendor nor account has one"),
+        ({"TxnDate": "07/03/2025"}, "TxnDate is not a date: '07/03/2025'"),
+        ({"TxnDate": None}, "TxnDate is missing"),
+        ({"MetaData": {"LastUpdatedTime": "yesterday"}}, "not a QuickBooks timestamp: 'yesterday'"),
+    ],
+)
+def test_a_document_that_cannot_be_read_is_rejected_whole(change: dict, reason: str) -> None:
+    bill = {"Id": "8", "TxnDate": "2025-06-01", "CurrencyRef": {"value": "USD"}, "Line": []}
+
+    records, rejected = spend_from_entity("Bill", {**bill, **change}, "qbo")
+
+    assert records == []
+    assert [(r.source_id, r.reason) for r in rejected] == [("Bill:8", reason)]
+
+
+def test_purchase_order_lines_keep_written_zeroes_and_default_only_what_is_missing() -> None:
+    order = {
+        "Id": "1200",
+        "DocNumber": "PO-1200",
+        "TxnDate": "2025-07-01",
+        "POStatus": "Closed",
+        "VendorRef": {"value": "3"},
+        "TotalAmt": 250,
+        "MetaData": {"LastUpdatedTime": "2025-07-02T10:00:00+02:00"},
+        "Line": [
+            {
+                "Id": "1",
+                "LineNum": 1,
+                "Amount": 0,
+                "DetailType": "ItemBasedExpenseLineDetail",
+                "ItemBasedExpenseLineDetail": {
+                    "ItemRef": {"value": "6", "name": "Sample kit"},
+                    "Qty": 0,
+                    "UnitPrice": 0,
+                },
+            },
+            {
+                "Id": "2",
+                "LineNum": 2,
+                "Amount": 250,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "70"}},
+            },
+        ],
+    }
+    reference = QuickBooksReference(vendor_currencies={"3": "AUD"}, account_numbers={"70": "6400"})
+
+    records, rejected = purchase_order_from_entity(order, "qbo", reference)
+
+    assert rejected == []
+    header, kit, service = records
+    assert (header.purchase_order_id, header.currency, header.order_status) == (
+        "PO-1200",
+        "AUD",
+        "closed",
+    )
+    assert header.updated_at == dt.datetime(2025, 7, 2, 8, tzinfo=UTC)
+    assert (kit.quantity, kit.unit_price, kit.amount, kit.material_id) == (
+        Decimal(0),
+        Decimal(0),
+        Decimal(0),
+        "Sample kit",
+    )
+    assert (service.quantity, service.unit_price, service.gl_account) == (
+        Decimal(1),
+        Decimal(250),
+        "6400",
+    )
+
+
+def test_master_data_without_an_id_or_name_is_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="Id is missing"):
+        vendor_from_entity({"DisplayName": "Nobody"}, "qbo")
+    with pytest.raises(ValueError, match="Name is missing"):
+        material_from_item({"Id": "4", "Type": "Inventory"}, "qbo")
+    assert material_from_item({"Id": "4", "Name": "Widget"}, "qbo").description == "Widget"
+
+
+def test_query_envelopes_empty_paged_and_faults() -> None:
+    source = QuickBooksSource(
+        connection_name="qbo",
+        base_url="http://127.0.0.1:9",
+        realm_id="1",
+        client_id="id",
+        client_secret="secret",
+        refresh_token="refresh",
+    )
+    vendors = {
+        "QueryResponse": {
+            "Vendor": [{"Id": "1"}, {"Id": "2"}],
+            "startPosition": 1,
+            "maxResults": 2,
+            "totalCount": 2,
+        },
+        "time": "2025-01-01T10:00:00.000-08:00",
+    }
+    fault = {
+        "Fault": {
+            "Error": [{"Message": "Error parsing query", "code": "4000"}],
+            "type": "ValidationFault",
+        },
+        "time": "2025-01-01T10:00:00.000-08:00",
+    }
+
+    assert source._query_rows(vendors, "Vendor") == [{"Id": "1"}, {"Id": "2"}]
+    assert source._query_rows({"QueryResponse": {}, "time": "x"}, "Vendor") == []
+    with pytest.raises(ErpRequestError, match="4000 Error parsing query"):
+        source._query_rows(fault, "Vendor")
+    with pytest.raises(ErpRequestError, match="no QueryResponse"):
+        source._query_rows({"time": "x"}, "Vendor")
 
 
 # The emulated company file

@@ -19,6 +19,11 @@ token endpoint may rotate the refresh token, and the newest one is kept for the 
 Throttling is a 429 `ThrottleExceeded` (error 003001) without a Retry-After header, so the
 wait is `throttle_wait_seconds` unless the server ever names one.
 
+A transaction without `CurrencyRef` (a company without multicurrency may leave it out) is in
+its vendor's currency, else in that of the account it was paid from. `TxnDate` is the day it
+names, with or without the company's UTC offset after it. A line of another detail type that
+carries an amount is rejected with the reason rather than passed over.
+
 Line references are resolved through the company's lists: vendor and item ids to their codes
 (`AcctNum`, `Sku`), account ids to account numbers, and an item line's account to its item's
 expense account. A fixed-asset account marks a line as capital expenditure.
@@ -29,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -80,6 +86,11 @@ CDC_MAX_DAYS = 30
 SPEND_ENTITIES = ("Bill", "VendorCredit", "Purchase")
 EXPENSE_DETAILS = ("ItemBasedExpenseLineDetail", "AccountBasedExpenseLineDetail")
 FIXED_ASSET_ACCOUNT_TYPE = "Fixed Asset"
+# A QuickBooks date: `YYYY-MM-DD`, sometimes with the company's UTC offset (`2014-09-19-07:00`)
+# or as a local date-time; the calendar day written is the day, whatever the offset.
+_QBO_DATE = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
 
 
 class RecordRejected(ValueError):
@@ -103,20 +114,56 @@ def _optional_decimal(value: object, name: str) -> Decimal | None:
 
 
 def _date(value: object, name: str) -> dt.date:
+    """A QuickBooks date as the calendar day it names (an offset or a time does not move it)."""
+    if value is None or value == "":
+        raise RecordRejected(f"{name} is missing")
+    match = _QBO_DATE.fullmatch(str(value).strip())
     try:
-        return dt.date.fromisoformat(str(value))
+        if match is None:
+            raise ValueError
+        return dt.date.fromisoformat(match[1])
     except ValueError:
         raise RecordRejected(f"{name} is not a date: {str(value)[:40]!r}") from None
 
 
 def parse_timestamp(value: str | None) -> dt.datetime | None:
     """A QuickBooks timestamp (local time with its UTC offset) as UTC."""
-    return utc_timestamp(value) if value else None
+    if not value:
+        return None
+    try:
+        return utc_timestamp(str(value))
+    except ValueError:
+        raise RecordRejected(f"not a QuickBooks timestamp: {str(value)[:40]!r}") from None
+
+
+def _updated_at(entity: dict) -> dt.datetime | None:
+    metadata = entity.get("MetaData")
+    return parse_timestamp(metadata.get("LastUpdatedTime") if isinstance(metadata, dict) else None)
+
+
+def _line_number(line: dict, position: int) -> int:
+    """The line's `LineNum` (an integer, maybe written as text), else its position."""
+    value = line.get("LineNum")
+    if value is None or value == "":
+        return position
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise RecordRejected(f"LineNum is not a whole number: {str(value)[:20]!r}") from None
+    if number < 1:
+        raise RecordRejected(f"LineNum {number} is not positive")
+    return number
 
 
 def _query_time(moment: dt.datetime) -> str:
     # QuickBooks compares whole seconds; flooring keeps the filter inclusive.
     return moment.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _as_list(value: object) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _ref_value(entity: dict, name: str) -> str | None:
@@ -135,6 +182,13 @@ class QuickBooksReference:
     capex_accounts: set[str] = field(default_factory=set)
     categories: dict[str, str] = field(default_factory=dict)
     departments: dict[str, str] = field(default_factory=dict)
+    # A transaction without `CurrencyRef` is in its vendor's currency (QuickBooks makes the two
+    # the same), or in that of the bank or card account it was paid from.
+    vendor_currencies: dict[str, str] = field(default_factory=dict)
+    account_currencies: dict[str, str] = field(default_factory=dict)
+
+    def is_vendor(self, entity_id: str) -> bool:
+        return entity_id in self.vendor_codes
 
     def vendor_code(self, vendor_id: str | None) -> str | None:
         if vendor_id is None:
@@ -171,10 +225,12 @@ def item_code_of(item: dict) -> str:
 def vendor_from_entity(entity: dict, connection: str) -> Vendor:
     """A QuickBooks `Vendor` as a canonical vendor."""
     address = entity.get("BillAddr") or {}
+    if not entity.get("Id"):
+        raise RecordRejected("Id is missing")
     return Vendor(
         connection=connection,
         source_id=f"Vendor:{entity['Id']}",
-        updated_at=parse_timestamp((entity.get("MetaData") or {}).get("LastUpdatedTime")),
+        updated_at=_updated_at(entity),
         # QuickBooks "deletes" a vendor by making it inactive; it stays in the list.
         status=RecordStatus.ACTIVE if entity.get("Active", True) else RecordStatus.DELETED,
         vendor_id=vendor_code_of(entity),
@@ -191,15 +247,24 @@ def material_from_item(
     """A QuickBooks `Item` as a canonical material; categories are not materials."""
     if entity.get("Type") == "Category":
         return None
+    if not entity.get("Id"):
+        raise RecordRejected("Id is missing")
+    if not (entity.get("Sku") or entity.get("Name")):
+        raise RecordRejected("Name is missing")
     parent = entity.get("ParentRef") or {}
     group = parent.get("name") or (categories or {}).get(str(parent.get("value")))
     return Material(
         connection=connection,
         source_id=f"Item:{entity['Id']}",
-        updated_at=parse_timestamp((entity.get("MetaData") or {}).get("LastUpdatedTime")),
+        updated_at=_updated_at(entity),
         status=RecordStatus.ACTIVE if entity.get("Active", True) else RecordStatus.DELETED,
         material_id=item_code_of(entity),
-        description=entity.get("Description") or entity.get("PurchaseDesc") or entity["Name"],
+        description=(
+            entity.get("Description")
+            or entity.get("PurchaseDesc")
+            or entity.get("Name")
+            or item_code_of(entity)
+        ),
         material_group=group or None,
     )
 
@@ -222,14 +287,48 @@ def _reject(
     )
 
 
+def _vendor_of(entity_name: str, entity: dict, reference: QuickBooksReference) -> str | None:
+    """The QuickBooks id of the document's vendor, if it names one."""
+    if entity_name != "Purchase":
+        return _ref_value(entity, "VendorRef")
+    payee = entity.get("EntityRef")
+    if not isinstance(payee, dict) or not payee.get("value"):
+        return None
+    payee_id = str(payee["value"])
+    kind = payee.get("type")
+    # A payee of unstated type counts as a vendor when the vendor list knows its id.
+    if kind == "Vendor" or (kind in (None, "") and reference.is_vendor(payee_id)):
+        return payee_id
+    return None
+
+
+def _currency_of(
+    entity_name: str, entity: dict, vendor_id: str | None, reference: QuickBooksReference
+) -> str:
+    currency = _ref_value(entity, "CurrencyRef")
+    if currency:
+        return currency
+    currency = reference.vendor_currencies.get(vendor_id or "")
+    if not currency and entity_name == "Purchase":
+        currency = reference.account_currencies.get(_ref_value(entity, "AccountRef") or "")
+    if not currency:
+        raise RecordRejected("CurrencyRef is missing and neither vendor nor account has one")
+    return currency
+
+
 def spend_from_entity(
     entity_name: str, entity: dict, connection: str, reference: QuickBooksReference | None = None
 ) -> tuple[list[SpendRecord], list[RejectedRecord]]:
-    """The expense lines of a Bill, VendorCredit or Purchase as signed spend records."""
+    """The expense lines of a Bill, VendorCredit or Purchase as signed spend records.
+
+    Line `Amount` is net of tax whatever `GlobalTaxCalculation` says (a tax-inclusive line
+    carries its gross in `TaxInclusiveAmt`). A line of another detail type that moves money
+    is rejected with its reason; an empty one (no amount) is nothing to carry.
+    """
     reference = reference or QuickBooksReference()
     source_id = f"{entity_name}:{entity.get('Id')}"
     credit = entity_name == "VendorCredit" or (
-        entity_name == "Purchase" and bool(entity.get("Credit"))
+        entity_name == "Purchase" and entity.get("Credit") in (True, "true")
     )
     if credit:
         document_type = SpendDocumentType.CREDIT_NOTE
@@ -239,29 +338,36 @@ def spend_from_entity(
         document_type = SpendDocumentType.INVOICE
     sign = Decimal(-1) if credit else Decimal(1)
     try:
+        vendor_ref = _vendor_of(entity_name, entity, reference)
         header = {
             "document_id": str(entity.get("DocNumber") or entity["Id"]),
             "document_type": document_type,
             "transaction_date": _date(entity.get("TxnDate"), "TxnDate"),
-            "currency": _ref_value(entity, "CurrencyRef"),
-            "updated_at": parse_timestamp((entity.get("MetaData") or {}).get("LastUpdatedTime")),
+            "currency": _currency_of(entity_name, entity, vendor_ref, reference),
+            "updated_at": _updated_at(entity),
         }
-        if not header["currency"]:
-            raise RecordRejected("CurrencyRef is missing")
     except (RecordRejected, KeyError) as error:
-        return [], [_reject(connection, RecordKind.SPEND, source_id, str(error), entity)]
-    vendor_ref = entity.get("VendorRef")
-    if entity_name == "Purchase":
-        entity_ref = entity.get("EntityRef") or {}
-        vendor_ref = entity_ref if entity_ref.get("type") == "Vendor" else None
-    vendor_id = reference.vendor_code(str(vendor_ref["value"])) if vendor_ref else None
+        reason = f"{error.args[0]} is missing" if isinstance(error, KeyError) else str(error)
+        return [], [_reject(connection, RecordKind.SPEND, source_id, reason, entity)]
+    vendor_id = reference.vendor_code(vendor_ref)
 
     records, rejected = [], []
-    expense_lines = [
-        line for line in entity.get("Line", []) if line.get("DetailType") in EXPENSE_DETAILS
-    ]
-    for position, line in enumerate(expense_lines, start=1):
+    lines = entity.get("Line") or []
+    position = 0
+    for line in lines if isinstance(lines, list) else []:
+        if not isinstance(line, dict):
+            continue
+        expense = line.get("DetailType") in EXPENSE_DETAILS
+        if expense:
+            position += 1
         try:
+            if not expense:
+                amount = _optional_decimal(line.get("Amount"), "Amount")
+                if amount is None or amount == 0:
+                    continue
+                raise RecordRejected(
+                    f"DetailType {str(line.get('DetailType'))[:40]!r} is not an expense line"
+                )
             records.append(
                 _spend_line(
                     line, position, header, vendor_id, sign, connection, source_id, reference
@@ -274,7 +380,7 @@ def spend_from_entity(
                     connection,
                     RecordKind.SPEND,
                     source_id,
-                    f"line {line.get('LineNum', position)}: {reason}",
+                    f"line {line.get('LineNum') or line.get('Id') or position}: {reason}",
                     {"document": entity, "line": line},
                     header["transaction_date"],
                 )
@@ -298,7 +404,8 @@ def _spend_line(
     reference: QuickBooksReference,
 ) -> SpendRecord:
     amount = _decimal(line.get("Amount"), "Amount") * sign
-    detail = line.get(line["DetailType"]) or {}
+    detail = line.get(line["DetailType"])
+    detail = detail if isinstance(detail, dict) else {}
     material_id = quantity = None
     if line["DetailType"] == "ItemBasedExpenseLineDetail":
         item_ref = detail.get("ItemRef")
@@ -312,7 +419,7 @@ def _spend_line(
     return SpendRecord(
         connection=connection,
         source_id=source_id,
-        line_number=int(line.get("LineNum") or position),
+        line_number=_line_number(line, position),
         vendor_id=vendor_id,
         material_id=material_id,
         gl_account=reference.account_number(account_id),
@@ -327,54 +434,72 @@ def _spend_line(
 def purchase_order_from_entity(
     entity: dict, connection: str, reference: QuickBooksReference | None = None
 ) -> tuple[list[CanonicalRecord], list[RejectedRecord]]:
-    """A QuickBooks `PurchaseOrder` as a header and its lines (or the reason it cannot be)."""
+    """A QuickBooks `PurchaseOrder` as a header and its lines (or the reason it cannot be).
+
+    A line without `Qty` is one unit and one without `UnitPrice` costs its amount; zero is
+    kept as written.
+    """
     reference = reference or QuickBooksReference()
     source_id = f"PurchaseOrder:{entity.get('Id')}"
     try:
         order_date = _date(entity.get("TxnDate"), "TxnDate")
-        currency = _ref_value(entity, "CurrencyRef")
-        if not currency:
-            raise RecordRejected("CurrencyRef is missing")
+        vendor_ref = _ref_value(entity, "VendorRef")
+        currency = _currency_of("PurchaseOrder", entity, vendor_ref, reference)
         common = {
             "connection": connection,
             "source_id": source_id,
-            "updated_at": parse_timestamp((entity.get("MetaData") or {}).get("LastUpdatedTime")),
+            "updated_at": _updated_at(entity),
             "purchase_order_id": str(entity.get("DocNumber") or entity["Id"]),
             "order_date": order_date,
             "currency": currency,
         }
         header = PurchaseOrder(
             **common,
-            vendor_id=reference.vendor_code(_ref_value(entity, "VendorRef")),
+            vendor_id=reference.vendor_code(vendor_ref),
             total_amount=_decimal(entity.get("TotalAmt"), "TotalAmt"),
             order_status=str(entity.get("POStatus") or "Open").lower(),
         )
         lines: list[CanonicalRecord] = []
-        for position, line in enumerate(
-            (line for line in entity.get("Line", []) if line.get("DetailType") in EXPENSE_DETAILS),
-            start=1,
-        ):
-            detail = line.get(line["DetailType"]) or {}
+        position = 0
+        for line in entity.get("Line") or []:
+            if line.get("DetailType") not in EXPENSE_DETAILS:
+                if _optional_decimal(line.get("Amount"), "Amount") in (None, 0):
+                    continue
+                raise RecordRejected(
+                    f"line {line.get('LineNum') or line.get('Id')}: DetailType"
+                    f" {str(line.get('DetailType'))[:40]!r} is not an order line"
+                )
+            position += 1
+            detail = line.get(line["DetailType"])
+            detail = detail if isinstance(detail, dict) else {}
             amount = _decimal(line.get("Amount"), "Amount")
             item_ref = detail.get("ItemRef")
-            quantity = _optional_decimal(detail.get("Qty"), "Qty") or Decimal("1")
+            quantity = _optional_decimal(detail.get("Qty"), "Qty")
+            unit_price = _optional_decimal(detail.get("UnitPrice"), "UnitPrice")
             account_id = (
                 reference.item_account(item_ref) if item_ref else _ref_value(detail, "AccountRef")
             )
             lines.append(
                 PurchaseOrderLine(
                     **common,
-                    line_number=int(line.get("LineNum") or position),
+                    line_number=_line_number(line, position),
                     material_id=reference.item_code(item_ref),
                     description=line.get("Description") or None,
-                    quantity=quantity,
-                    unit_price=_optional_decimal(detail.get("UnitPrice"), "UnitPrice") or amount,
+                    quantity=Decimal("1") if quantity is None else quantity,
+                    unit_price=amount if unit_price is None else unit_price,
                     amount=amount,
                     gl_account=reference.account_number(account_id),
                 )
             )
-    except (RecordRejected, ValidationError, KeyError, ValueError) as error:
-        reason = _validation(error) if isinstance(error, ValidationError) else str(error)
+    except (RecordRejected, ValidationError, KeyError, AttributeError) as error:
+        if isinstance(error, ValidationError):
+            reason = _validation(error)
+        elif isinstance(error, KeyError):
+            reason = f"{error.args[0]} is missing"
+        elif isinstance(error, AttributeError):
+            reason = "a line is not an object"
+        else:
+            reason = str(error)
         return [], [_reject(connection, RecordKind.PURCHASE_ORDER, source_id, reason, entity)]
     return [header, *lines], []
 
@@ -541,11 +666,34 @@ class QuickBooksSource(ErpSource):
                 f" startposition {position} maxresults {size}"
             )
             body = self._get("query", {"query": query})
-            rows = body.get("QueryResponse", {}).get(entity, [])
+            rows = self._query_rows(body, entity)
             yield rows
             if len(rows) < size:
                 return
             position += size
+
+    def _query_rows(self, body: object, entity: str) -> list[dict]:
+        """The entities of a query answer; `{"QueryResponse": {}}` is an empty page.
+
+        A `Fault` in the body, or an answer that is not a query response, is an error rather
+        than an empty page, so a failed read never passes for "no records".
+        """
+        if not isinstance(body, dict) or "Fault" in body or "QueryResponse" not in body:
+            fault = body.get("Fault") if isinstance(body, dict) else None
+            errors = (fault or {}).get("Error") if isinstance(fault, dict) else None
+            detail = ""
+            if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+                detail = f": {errors[0].get('code', '')} {errors[0].get('Message', '')}".rstrip()
+            raise ErpRequestError(
+                self.connection_name, f"query of {entity} answered no QueryResponse{detail}"
+            )
+        response = body["QueryResponse"] or {}
+        rows = response.get(entity) if isinstance(response, dict) else None
+        if rows is None:
+            return []
+        if not isinstance(rows, list):
+            rows = [rows]
+        return [row for row in rows if isinstance(row, dict)]
 
     def _reference_lists(self, refresh: bool = False) -> QuickBooksReference:
         if self._reference is not None and not refresh:
@@ -556,10 +704,19 @@ class QuickBooksSource(ErpSource):
         for page in self._query_pages("Account", every, page_size=MAX_RESULTS):
             for account in page:
                 reference.account_numbers[account["Id"]] = account.get("AcctNum") or account["Id"]
+                if _ref_value(account, "CurrencyRef"):
+                    reference.account_currencies[account["Id"]] = _ref_value(account, "CurrencyRef")
                 if account.get("AccountType") == FIXED_ASSET_ACCOUNT_TYPE:
                     reference.capex_accounts.add(account["Id"])
         for page in self._query_pages("Vendor", every, page_size=MAX_RESULTS):
             reference.vendor_codes.update({v["Id"]: vendor_code_of(v) for v in page})
+            reference.vendor_currencies.update(
+                {
+                    v["Id"]: _ref_value(v, "CurrencyRef")
+                    for v in page
+                    if _ref_value(v, "CurrencyRef")
+                }
+            )
         for page in self._query_pages("Item", every, page_size=MAX_RESULTS):
             for item in page:
                 if item.get("Type") == "Category":
@@ -619,9 +776,12 @@ class QuickBooksSource(ErpSource):
 
     @staticmethod
     def _watermark(entities: list[dict]) -> dt.datetime | None:
-        stamps = [
-            parse_timestamp((e.get("MetaData") or {}).get("LastUpdatedTime")) for e in entities
-        ]
+        stamps = []
+        for entity in entities:
+            try:
+                stamps.append(_updated_at(entity))
+            except RecordRejected:
+                continue  # the entity itself is rejected for it
         stamps = [stamp for stamp in stamps if stamp is not None]
         return max(stamps) if stamps else None
 
@@ -629,9 +789,17 @@ class QuickBooksSource(ErpSource):
         reference = self._reference_lists()
         for entity_name in SPEND_ENTITIES:
             for page in self._query_pages(entity_name, self._window_conditions(window, "TxnDate")):
-                if any(
-                    _ref_value(e, "VendorRef") not in (None, *reference.vendor_codes) for e in page
-                ):
+                # A vendor new since the lists were read (a purchase's payee may be one).
+                payees = {
+                    _ref_value(e, "VendorRef")
+                    or (
+                        _ref_value(e, "EntityRef")
+                        if (e.get("EntityRef") or {}).get("type") in (None, "", "Vendor")
+                        else None
+                    )
+                    for e in page
+                }
+                if payees - {None} - set(reference.vendor_codes):
                     reference = self._reference_lists(refresh=True)
                 records, rejected = [], []
                 for entity in page:
@@ -661,13 +829,27 @@ class QuickBooksSource(ErpSource):
 
     def _master_pages(self, entity_name: str, window: SyncWindow, parse):
         conditions = ["Active IN (true, false)", *self._window_conditions(window, None)]
+        kind = RecordKind.VENDOR if entity_name == "Vendor" else RecordKind.MATERIAL
         for page in self._query_pages(entity_name, conditions):
-            records = [
-                record
-                for record in (parse(e, self.connection_name) for e in page)
-                if record is not None
-            ]
-            yield records, [], self._watermark(page)
+            records, rejected = [], []
+            for entity in page:
+                try:
+                    record = parse(entity, self.connection_name)
+                except (RecordRejected, ValidationError) as error:
+                    invalid = isinstance(error, ValidationError)
+                    rejected.append(
+                        _reject(
+                            self.connection_name,
+                            kind,
+                            f"{entity_name}:{entity.get('Id')}",
+                            _validation(error) if invalid else str(error),
+                            entity,
+                        )
+                    )
+                    continue
+                if record is not None:
+                    records.append(record)
+            yield records, rejected, self._watermark(page)
 
     def _inventory_pages(self, window: SyncWindow):
         # The report has no change stamp: a changed-since window reads its days again.
@@ -714,11 +896,19 @@ class QuickBooksSource(ErpSource):
         body = self._get(
             "cdc", {"entities": ",".join(entities), "changedSince": _query_time(since)}
         )
+        if not isinstance(body, dict) or "Fault" in body or "CDCResponse" not in body:
+            raise ErpRequestError(self.connection_name, "cdc answered no CDCResponse")
         deleted = []
-        for answer in body.get("CDCResponse", []):
-            for response in answer.get("QueryResponse", []):
+        for answer in _as_list(body.get("CDCResponse")):
+            for response in _as_list(
+                answer.get("QueryResponse") if isinstance(answer, dict) else None
+            ):
+                if not isinstance(response, dict):
+                    continue
                 for entity_name in entities:
-                    for entity in response.get(entity_name, []):
+                    for entity in _as_list(response.get(entity_name)):
+                        if not isinstance(entity, dict) or not entity.get("Id"):
+                            continue
                         if str(entity.get("status", "")).lower() == "deleted":
                             deleted.append(f"{entity_name}:{entity['Id']}")
         return list(dict.fromkeys(deleted))
@@ -744,9 +934,16 @@ class QuickBooksSource(ErpSource):
         for entity_name in entities:
             for page in self._query_pages(entity_name, condition, fields):
                 for entity in page:
-                    stamp = parse_timestamp((entity.get("MetaData") or {}).get("LastUpdatedTime"))
-                    if dated and entity.get("TxnDate"):
-                        summary.days.add(dt.date.fromisoformat(entity["TxnDate"]))
+                    try:
+                        stamp = _updated_at(entity)
+                    except RecordRejected:
+                        stamp = None
+                    try:
+                        day = _date(entity["TxnDate"], "TxnDate") if entity.get("TxnDate") else None
+                    except RecordRejected:
+                        day = None  # its read rejects it, with the reason
+                    if dated and day is not None:
+                        summary.days.add(day)
                     elif stamp is not None:
                         summary.days.add(stamp.date())
                     if stamp and (summary.high_watermark is None or stamp > summary.high_watermark):

@@ -133,7 +133,9 @@ class SpendRecord(CanonicalRecord):
 
     @property
     def natural_key(self) -> str:
-        return f"{self.document_id}/{self.line_number}"
+        # Most ERPs store the supplier's own invoice number, unique per supplier only: two
+        # suppliers may both send invoice 1001, so the supplier is part of the key.
+        return f"{self.vendor_id or '-'}/{self.document_id}/{self.line_number}"
 
 
 class PurchaseOrder(CanonicalRecord):

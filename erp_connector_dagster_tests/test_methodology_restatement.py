@@ -181,7 +181,9 @@ def _insert(conn, lines: list[EmissionLine]) -> None:
 def _rows(conn, where: str = "TRUE", params: tuple = ()) -> list[dict]:
     with conn.cursor() as cursor:
         cursor.execute(
-            f"SELECT *, record_key AS key FROM {TABLE} WHERE {where} "
+            # Spend record keys are vendor/document/line; these tests name lines by document/line.
+            f"SELECT *, substr(record_key, strpos(record_key, '/') + 1) AS line"
+            f" FROM {TABLE} WHERE {where} "
             "ORDER BY record_key, calculated_at",
             params,
         )
@@ -236,7 +238,7 @@ def test_restatement_adds_new_rows_and_keeps_the_old_ones_queryable(conn, tmp_pa
     lines = _calculated_lines(tmp_path)
     _insert(conn, lines)
     store_factor_set(conn, default_factor_set())
-    before = {row["record_key"]: row for row in _rows(conn)}
+    before = {row["line"]: row for row in _rows(conn)}
     new_set = _new_version(tmp_path, "1.3.1-test", {"541511": "0.1"}, drop={"331110"})
 
     result = restate(conn, new_set, "1.3.1-test")
@@ -246,7 +248,7 @@ def test_restatement_adds_new_rows_and_keeps_the_old_ones_queryable(conn, tmp_pa
     assert result.previous_versions == ["1.3.0"]
     assert result.kgco2e_before == before["INV-1/1"]["kgco2e"] + before["INV-2/1"]["kgco2e"]
 
-    programming = _rows(conn, "record_key = %s", ("INV-1/1",))
+    programming = _rows(conn, "record_key LIKE %s", ("%/INV-1/1",))
     old, new = sorted(programming, key=lambda row: row["factor_version"])
     assert (old["factor_version"], old["is_current"]) == ("1.3.0", False)
     assert (new["factor_version"], new["is_current"]) == ("1.3.1-test", True)
@@ -270,15 +272,15 @@ def test_restatement_adds_new_rows_and_keeps_the_old_ones_queryable(conn, tmp_pa
     assert new["record_hash"] == calculation_hash(new) != old["record_hash"]
     assert new["chain_position"] is None and new["chain_hash"] is None
 
-    cement_new = _rows(conn, "record_key = 'INV-2/1' AND is_current")[0]
+    cement_new = _rows(conn, "record_key LIKE '%%/INV-2/1' AND is_current")[0]
     assert cement_new["factor_version"] == "1.3.1-test"
     assert cement_new["kgco2e"] == before["INV-2/1"]["kgco2e"]  # same factor, new version
 
     # The view shows one current row per line; untouched lines keep their own rows.
     with conn.cursor() as cursor:
         cursor.execute(
-            "SELECT record_key, factor_version FROM erp_connector_service.emission_lines "
-            "ORDER BY record_key"
+            "SELECT substr(record_key, strpos(record_key, '/') + 1), factor_version"
+            " FROM erp_connector_service.emission_lines ORDER BY record_key"
         )
         current = dict(cursor.fetchall())
     assert current == {
@@ -290,7 +292,7 @@ def test_restatement_adds_new_rows_and_keeps_the_old_ones_queryable(conn, tmp_pa
         "INV-6/1": "",  # excluded
     }
     old_results = _rows(conn, "factor_version = '1.3.0'")
-    assert {row["record_key"] for row in old_results} == {"INV-1/1", "INV-2/1", "INV-3/1"}
+    assert {row["line"] for row in old_results} == {"INV-1/1", "INV-2/1", "INV-3/1"}
 
     again = restate(conn, "EPA_SUPPLY_CHAIN_GHG", "1.3.1-test")
     assert again.rows_restated == 0
@@ -299,7 +301,7 @@ def test_restatement_adds_new_rows_and_keeps_the_old_ones_queryable(conn, tmp_pa
 def test_restating_back_makes_the_earlier_rows_current_again(conn, tmp_path):
     _insert(conn, _calculated_lines(tmp_path))
     store_factor_set(conn, default_factor_set())
-    original = {row["record_key"]: row["kgco2e"] for row in _rows(conn)}
+    original = {row["line"]: row["kgco2e"] for row in _rows(conn)}
     restate(conn, _new_version(tmp_path, "9.9", {"541511": "0.2"}, set()), "9.9")
 
     result = restate(conn, "EPA_SUPPLY_CHAIN_GHG", "1.3.0")
@@ -307,7 +309,7 @@ def test_restating_back_makes_the_earlier_rows_current_again(conn, tmp_path):
     assert result.rows_restated == 3 and result.previous_versions == ["9.9"]
     current = _rows(conn, "is_current AND factor_set = 'EPA_SUPPLY_CHAIN_GHG'")
     assert {row["factor_version"] for row in current} == {"1.3.0"}
-    assert {row["record_key"]: row["kgco2e"] for row in current} == {
+    assert {row["line"]: row["kgco2e"] for row in current} == {
         key: original[key] for key in ("INV-1/1", "INV-2/1", "INV-3/1")
     }
     assert len(_rows(conn, "factor_version = '9.9' AND NOT is_current")) == 3
@@ -338,7 +340,7 @@ def test_restatement_respects_the_date_window(conn, tmp_path):
     result = restate(conn, new_set, "window", since=dt.date(2021, 1, 1), until=dt.date(2022, 1, 1))
 
     assert result.rows_restated == 1  # only the 2021 line
-    assert {row["record_key"] for row in _rows(conn, "factor_version = 'window'")} == {"INV-3/1"}
+    assert {row["line"] for row in _rows(conn, "factor_version = 'window'")} == {"INV-3/1"}
 
 
 def test_unknown_versions_are_refused(conn):

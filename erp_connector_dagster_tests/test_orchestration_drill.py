@@ -172,7 +172,7 @@ def test_backfill_after_a_crashed_backfill_fills_every_gap_and_reflects_every_ch
                 # A well-formed line in an unknown currency passes the sync (the methodology
                 # quarantines it later), so it is stored like any other.
                 truth |= {
-                    f"{line['document_id']}/{line['line_number']}"
+                    f"{line['vendor_id']}/{line['document_id']}/{line['line_number']}"
                     for line in company.bad_spend_lines(day)
                     if line["currency"] == "ZZZ"
                 }

@@ -29,7 +29,7 @@ def spend_record(**changes) -> dict:
     record = {
         "connection": "acme-sap",
         "transaction_date": dt.date(2024, 3, 1),
-        "record_key": "5100000123/1",
+        "record_key": "V-100/5100000123/1",
         "document_id": "5100000123",
         "line_number": 1,
         "document_type": SpendDocumentType.INVOICE,
@@ -143,7 +143,7 @@ GOLDEN_CANONICAL = (
     '"description":"Büromaterial – Lieferung März","document_id":"5100000123",'
     '"document_type":"invoice","gl_account":"610000","is_capex":false,"line_number":1,'
     '"material_id":null,"purchase_order_id":"4500000017","quantity":"3",'
-    '"record_key":"5100000123/1","source_deleted":false,"source_id":"SUPINV-5100000123-2024",'
+    '"record_key":"V-100/5100000123/1","source_deleted":false,"source_id":"SUPINV-5100000123-2024",'
     '"status":"active","transaction_date":"2024-03-01","unit":"EA",'
     '"updated_at":"2024-03-01T09:30:15.250000Z","vendor_id":"V-100"}'
 )
@@ -155,7 +155,7 @@ def test_golden_canonical_text_and_hash_are_fixed_across_machines():
         GOLDEN_CANONICAL.encode("utf-8")
     )
     assert record_hash(spend_record(), "spend_records") == (
-        "fe74d8f741c8db65f03e9babfbb54aa1260350d019f80e0ae87c9202fc26d7ed"
+        "6a6843b6e06db00eb55cb16af67f9241a73156c5275ab90a22390a94ded75faa"
     )
 
 

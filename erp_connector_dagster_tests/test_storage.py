@@ -116,3 +116,23 @@ def test_an_incomplete_read_marks_nothing_deleted(db_connection, company) -> Non
 
     assert counts.marked_deleted == 0
     assert not any(rows.values())
+
+
+def test_two_suppliers_with_the_same_invoice_number_are_two_records(db_connection, company) -> None:
+    # Most ERPs store the supplier's own invoice number, unique per supplier only.
+    first = _as_connection(company.records(RecordKind.SPEND, DAY))[0]
+    other_vendor = next(v.vendor_id for v in company.vendors() if v.vendor_id != first.vendor_id)
+    same_number = first.model_copy(
+        update={"vendor_id": other_vendor, "source_id": f"{first.source_id}-other"}
+    )
+    with db_connection.cursor() as cursor:
+        counts = _write(cursor, [first, same_number])
+        cursor.execute(
+            "SELECT vendor_id FROM erp_connector_service.spend_records"
+            " WHERE connection = 'store-test' AND document_id = %s AND line_number = %s",
+            (first.document_id, first.line_number),
+        )
+        vendors = sorted(row[0] for row in cursor.fetchall())
+
+    assert counts.inserted == 2
+    assert vendors == sorted([first.vendor_id, other_vendor])

@@ -167,6 +167,7 @@ class SandboxCompany:
         self._deleted_at: dict[tuple[RecordKind, str], dt.datetime] = {}
         self._added: dict[tuple[RecordKind, dt.date], list] = {}
         self._deleted_partition: dict[tuple[RecordKind, str], dt.date | None] = {}
+        self._deleted_document: dict[tuple[RecordKind, str], str] = {}
 
     # Master data
 
@@ -441,6 +442,11 @@ class SandboxCompany:
                 if k is kind and at >= since
             )
 
+    def deleted_document(self, kind: RecordKind, natural_key: str) -> str:
+        """The document (invoice or order number) a deleted record belonged to."""
+        with self._lock:
+            return self._deleted_document[(kind, natural_key)]
+
     def bad_spend_lines(self, day: dt.date) -> list[dict]:
         """Deliberately broken invoice lines: about one business day in five has one."""
         if not self.is_business_day(day) or (day - self.start).days % 5 != 3:
@@ -492,6 +498,7 @@ class SandboxCompany:
             self._changes[(kind, natural_key)] = None
             self._deleted_at[(kind, natural_key)] = dt.datetime.now(UTC)
             self._deleted_partition[(kind, natural_key)] = record.partition_date
+            self._deleted_document[(kind, natural_key)] = _document_of(record)
 
     def add(self, record) -> None:
         """Add a new record (for example a late invoice for a past day)."""
@@ -549,3 +556,12 @@ def shared_company(seed: int = DEFAULT_SEED) -> SandboxCompany:
 
 
 __all__ = ["SandboxCompany", "shared_company", "RecordStatus"]
+
+
+def _document_of(record) -> str:
+    """The document a record is part of: its invoice or order, else the record itself."""
+    for field in ("document_id", "purchase_order_id"):
+        value = getattr(record, field, None)
+        if value is not None:
+            return str(value)
+    return record.natural_key

@@ -798,7 +798,7 @@ class _QueryTables:
                     }
                 )
         for key, day, deleted_at in self.company.deleted_since(RecordKind.SPEND, EPOCH):
-            document_id = key.split("/")[0]
+            document_id = self.company.deleted_document(RecordKind.SPEND, key)
             if day is None or any(
                 r.document_id == document_id for r in self.company.records(RecordKind.SPEND, day)
             ):
@@ -976,7 +976,7 @@ def _line_deletions(
     latest: dict[str, dt.datetime] = {}
     for key, deleted_day, at in company.deleted_since(kind, EPOCH):
         if deleted_day == day:
-            document_id = key.split("/")[0]
+            document_id = company.deleted_document(kind, key)
             latest[document_id] = max(at, latest.get(document_id, at))
     return latest
 

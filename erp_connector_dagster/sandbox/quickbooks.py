@@ -632,7 +632,7 @@ class QuickBooksSandbox:
         tombstones: dict[str, dict] = {}
         for natural_key, day, deleted_at in self.company.deleted_since(kind, since):
             if kind is RecordKind.SPEND:
-                document_id = natural_key.split("/")[0]
+                document_id = self.company.deleted_document(kind, natural_key)
                 remaining = [
                     document
                     for document in spend_documents(self.company, day)

@@ -901,7 +901,7 @@ class IntacctSandbox:
         rows = []
         deleted_documents: dict[str, tuple[dt.date, dt.datetime]] = {}
         for natural_key, day, deleted_at in self.company.deleted_since(RecordKind.SPEND, epoch):
-            document_id = natural_key.split("/")[0]
+            document_id = self.company.deleted_document(RecordKind.SPEND, natural_key)
             if day is not None and not any(
                 d.document_id == document_id for d in spend_documents(self.company, day)
             ):

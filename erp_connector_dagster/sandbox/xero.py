@@ -518,7 +518,7 @@ class XeroSandbox:
         epoch = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
         tombstones = {}
         for natural_key, day, deleted_at in self.company.deleted_since(RecordKind.SPEND, epoch):
-            document_id = natural_key.split("/")[0]
+            document_id = self.company.deleted_document(RecordKind.SPEND, natural_key)
             if day not in days and (since is None or deleted_at < since):
                 continue
             if self._document_types.get(document_id, SpendDocumentType.INVOICE) is not (

@@ -47,6 +47,23 @@ def required_field(item: dict, field: str) -> str:
     return value
 
 
+class RecordRejected(ValueError):
+    """A native value that cannot become a canonical field; the message is the reason."""
+
+
+def required_decimal(value: object, name: str) -> Decimal:
+    """A native amount or quantity (text, JSON number or Decimal) as an exact, finite Decimal."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise RecordRejected(f"{name} is missing")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise RecordRejected(f"{name} is not a number: {str(value)[:40]!r}") from None
+    if not number.is_finite():
+        raise RecordRejected(f"{name} is not a finite number")
+    return number
+
+
 def decimal_field(item: dict, field: str, *, required: bool = True) -> Decimal | None:
     """A native amount or quantity (string, JSON number or Decimal) as an exact Decimal."""
     value = item.get(field)

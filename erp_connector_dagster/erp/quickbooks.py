@@ -37,7 +37,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import ClassVar
 
 import requests
@@ -55,7 +55,9 @@ from erp_connector_dagster.erp.base import (
     ErpSource,
     LatestVersions,
     RecordBatch,
+    RecordRejected,
     SyncWindow,
+    required_decimal,
     resolve_secret,
     utc_timestamp,
 )
@@ -93,24 +95,8 @@ _QBO_DATE = re.compile(
 )
 
 
-class RecordRejected(ValueError):
-    """A native value that cannot become a canonical field; the message is the reason."""
-
-
-def _decimal(value: object, name: str) -> Decimal:
-    if value is None or value == "" or isinstance(value, bool):
-        raise RecordRejected(f"{name} is missing")
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise RecordRejected(f"{name} is not a number: {str(value)[:40]!r}") from None
-    if not number.is_finite():
-        raise RecordRejected(f"{name} is not a finite number")
-    return number
-
-
 def _optional_decimal(value: object, name: str) -> Decimal | None:
-    return None if value is None or value == "" else _decimal(value, name)
+    return None if value is None or value == "" else required_decimal(value, name)
 
 
 def _date(value: object, name: str) -> dt.date:
@@ -403,7 +389,7 @@ def _spend_line(
     source_id: str,
     reference: QuickBooksReference,
 ) -> SpendRecord:
-    amount = _decimal(line.get("Amount"), "Amount") * sign
+    amount = required_decimal(line.get("Amount"), "Amount") * sign
     detail = line.get(line["DetailType"])
     detail = detail if isinstance(detail, dict) else {}
     material_id = quantity = None
@@ -456,7 +442,7 @@ def purchase_order_from_entity(
         header = PurchaseOrder(
             **common,
             vendor_id=reference.vendor_code(vendor_ref),
-            total_amount=_decimal(entity.get("TotalAmt"), "TotalAmt"),
+            total_amount=required_decimal(entity.get("TotalAmt"), "TotalAmt"),
             order_status=str(entity.get("POStatus") or "Open").lower(),
         )
         lines: list[CanonicalRecord] = []
@@ -472,7 +458,7 @@ def purchase_order_from_entity(
             position += 1
             detail = line.get(line["DetailType"])
             detail = detail if isinstance(detail, dict) else {}
-            amount = _decimal(line.get("Amount"), "Amount")
+            amount = required_decimal(line.get("Amount"), "Amount")
             item_ref = detail.get("ItemRef")
             quantity = _optional_decimal(detail.get("Qty"), "Qty")
             unit_price = _optional_decimal(detail.get("UnitPrice"), "UnitPrice")
@@ -546,7 +532,7 @@ def inventory_from_report(
                     snapshot_date=day,
                     material_id=material_id,
                     location=location,
-                    quantity=_decimal(cell("Qty"), "Qty"),
+                    quantity=required_decimal(cell("Qty"), "Qty"),
                     unit_cost=_optional_decimal(cell("Calc. Avg"), "Calc. Avg"),
                     value=_optional_decimal(cell("Asset Value"), "Asset Value"),
                     currency=currency,

@@ -61,7 +61,9 @@ from erp_connector_dagster.erp.base import (
     FirstSightings,
     LatestVersions,
     RecordBatch,
+    RecordRejected,
     SyncWindow,
+    required_decimal,
     resolve_secret,
 )
 from erp_connector_dagster.erp.http import (
@@ -187,10 +189,6 @@ SNAPSHOT_FIELDS = [
 ]
 
 
-class RecordRejected(ValueError):
-    """A native value that cannot become a canonical field; the message is the reason."""
-
-
 class _ResultSetLost(Exception):
     """readMore served pages we never received, or the result set expired."""
 
@@ -206,20 +204,8 @@ def quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _decimal(value: str | None, name: str) -> Decimal:
-    if value is None or not value.strip():
-        raise RecordRejected(f"{name} is missing")
-    try:
-        number = Decimal(value.strip())
-    except InvalidOperation:
-        raise RecordRejected(f"{name} is not a number: {value[:40]!r}") from None
-    if not number.is_finite():
-        raise RecordRejected(f"{name} is not a finite number")
-    return number
-
-
 def _optional_decimal(value: str | None, name: str) -> Decimal | None:
-    return None if value is None or not value.strip() else _decimal(value, name)
+    return None if value is None or not value.strip() else required_decimal(value, name)
 
 
 def parse_date(value: str | None, name: str = "date") -> dt.date:
@@ -372,7 +358,7 @@ def snapshot_from_row(row: dict[str, str], connection: str) -> InventorySnapshot
         snapshot_date=day,
         material_id=row["ITEMID"],
         location=row["WAREHOUSEID"],
-        quantity=_decimal(row.get("QUANTITY"), "QUANTITY"),
+        quantity=required_decimal(row.get("QUANTITY"), "QUANTITY"),
         unit=_blank(row.get("UNIT")),
         unit_cost=_optional_decimal(row.get("UNIT_COST"), "UNIT_COST"),
         value=_optional_decimal(row.get("VALUE"), "VALUE"),
@@ -437,7 +423,7 @@ def spend_from_rows(
                 # Two lines under one number would be one canonical line: keep both visible.
                 raise RecordRejected(f"LINE_NO {number} appears twice on the document")
             taken.add(number)
-            amount = _decimal(line.get("TRX_AMOUNT"), "TRX_AMOUNT")
+            amount = required_decimal(line.get("TRX_AMOUNT"), "TRX_AMOUNT")
             vendor_id = line.get("VENDORID") or header.get("VENDORID") or None
             material_id = _blank(line.get("ITEMID"))
             quantity = (
@@ -529,7 +515,9 @@ def purchase_order_from_rows(
             PurchaseOrder(
                 **common,
                 vendor_id=_blank(header.get("CUSTVENDID")),
-                total_amount=_decimal(header.get("TRX_TOTAL") or header.get("TOTAL"), "TRX_TOTAL"),
+                total_amount=required_decimal(
+                    header.get("TRX_TOTAL") or header.get("TOTAL"), "TRX_TOTAL"
+                ),
                 order_status=(
                     "closed"
                     if state == "closed"
@@ -551,13 +539,15 @@ def purchase_order_from_rows(
                     line_number=number,
                     material_id=material_id,
                     description=_blank(line.get("ITEMDESC") or line.get("MEMO")),
-                    quantity=_decimal(line.get("QUANTITY") or line.get("UIQTY"), "QUANTITY"),
+                    quantity=required_decimal(
+                        line.get("QUANTITY") or line.get("UIQTY"), "QUANTITY"
+                    ),
                     unit=_blank(line.get("UNIT")),
-                    unit_price=_decimal(
+                    unit_price=required_decimal(
                         line.get("TRX_PRICE") or line.get("UIPRICE") or line.get("PRICE"),
                         "TRX_PRICE",
                     ),
-                    amount=_decimal(
+                    amount=required_decimal(
                         line.get("TRX_VALUE") or line.get("UIVALUE") or line.get("TOTAL"),
                         "TRX_VALUE",
                     ),
@@ -1122,7 +1112,7 @@ class SageIntacctSource(ErpSource):
                 try:
                     if not all(key):
                         raise RecordRejected("ITEMID or WAREHOUSEID is missing")
-                    quantity = _decimal(row.get("ONHAND"), "ONHAND")
+                    quantity = required_decimal(row.get("ONHAND"), "ONHAND")
                 except RecordRejected as error:
                     rejected.append(
                         RejectedRecord(

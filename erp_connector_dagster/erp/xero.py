@@ -38,7 +38,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import ClassVar
 
 import requests
@@ -55,7 +55,9 @@ from erp_connector_dagster.erp.base import (
     FirstSightings,
     LatestVersions,
     RecordBatch,
+    RecordRejected,
     SyncWindow,
+    required_decimal,
     resolve_secret,
 )
 from erp_connector_dagster.erp.http import (
@@ -94,10 +96,6 @@ SPEND_COLLECTIONS: dict[str, tuple[str, str, str]] = {
 NOT_YET_SPEND = frozenset({"DRAFT", "SUBMITTED"})
 OPEN_ORDER_STATUSES = frozenset({"DRAFT", "SUBMITTED", "AUTHORISED"})
 _XERO_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
-
-
-class RecordRejected(ValueError):
-    """A native value that cannot become a canonical field; the message is the reason."""
 
 
 def parse_xero_date(value: object) -> dt.datetime | None:
@@ -144,18 +142,6 @@ def document_day(document: dict, name: str = "Date") -> dt.date:
     if written not in (None, ""):
         return _day(written, f"{name}String")
     return _day(document.get(name), name)
-
-
-def _decimal(value: object, name: str) -> Decimal:
-    if value is None or value == "" or isinstance(value, bool):
-        raise RecordRejected(f"{name} is missing")
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise RecordRejected(f"{name} is not a number: {str(value)[:40]!r}") from None
-    if not number.is_finite():
-        raise RecordRejected(f"{name} is not a finite number")
-    return number
 
 
 def _validation(error: ValidationError) -> str:
@@ -274,9 +260,9 @@ def on_hand_from_item(
         snapshot_date=snapshot_date,
         material_id=item["Code"],
         location=location,
-        quantity=_decimal(item.get("QuantityOnHand"), "QuantityOnHand"),
+        quantity=required_decimal(item.get("QuantityOnHand"), "QuantityOnHand"),
         value=(
-            _decimal(item["TotalCostPool"], "TotalCostPool")
+            required_decimal(item["TotalCostPool"], "TotalCostPool")
             if item.get("TotalCostPool") is not None
             else None
         ),
@@ -285,11 +271,11 @@ def on_hand_from_item(
 
 def _net_amount(line: dict, inclusive: bool) -> Decimal:
     """The line's amount net of tax: a tax-inclusive `LineAmount` less its `TaxAmount`."""
-    amount = _decimal(line.get("LineAmount"), "LineAmount")
+    amount = required_decimal(line.get("LineAmount"), "LineAmount")
     if inclusive:
         if line.get("TaxAmount") in (None, ""):
             raise RecordRejected("TaxAmount is missing on a tax-inclusive line")
-        amount -= _decimal(line.get("TaxAmount"), "TaxAmount")
+        amount -= required_decimal(line.get("TaxAmount"), "TaxAmount")
     return amount
 
 
@@ -299,9 +285,9 @@ def _unit_price(line: dict, inclusive: bool, quantity: Decimal, net: Decimal) ->
     written = line.get("UnitAmount")
     if written in (None, ""):
         return (net / quantity).quantize(Decimal("0.0001")) if quantity else net
-    price = _decimal(written, "UnitAmount")
+    price = required_decimal(written, "UnitAmount")
     if inclusive:
-        gross = _decimal(line.get("LineAmount"), "LineAmount")
+        gross = required_decimal(line.get("LineAmount"), "LineAmount")
         if gross:
             price = (price * net / gross).quantize(Decimal("0.0001"))
     return price
@@ -365,7 +351,7 @@ def spend_from_document(
         try:
             material_id = line.get("ItemCode") or None
             quantity = (
-                _decimal(line["Quantity"], "Quantity") * sign
+                required_decimal(line["Quantity"], "Quantity") * sign
                 if material_id and line.get("Quantity") not in (None, "")
                 else None
             )
@@ -426,7 +412,7 @@ def purchase_order_from_document(
         header = PurchaseOrder(
             **common,
             vendor_id=reference.vendor_code(document.get("Contact")),
-            total_amount=_decimal(
+            total_amount=required_decimal(
                 document.get("SubTotal")
                 if document.get("SubTotal") is not None
                 else document.get("Total"),
@@ -444,7 +430,7 @@ def purchase_order_from_document(
             quantity = (
                 Decimal("1")
                 if line.get("Quantity") in (None, "")
-                else _decimal(line["Quantity"], "Quantity")
+                else required_decimal(line["Quantity"], "Quantity")
             )
             net = _net_amount(line, inclusive)
             lines.append(

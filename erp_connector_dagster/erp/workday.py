@@ -387,6 +387,38 @@ class WorkdaySource(ErpSource):
             lines = [line for page in self._wql(line_query) for line in page]
             yield {w: headers[w] for w in chosen}, lines
 
+    def _with_headers(
+        self,
+        kind: RecordKind,
+        headers: dict[str, dict],
+        lines: list[dict],
+        parent_field: str,
+        line_noun: str,
+        parent_noun: str,
+    ) -> tuple[list[tuple[dict, dict]], list[RejectedRecord]]:
+        """Each line with its header; a line whose header was not read is rejected, not dropped."""
+        pairs: list[tuple[dict, dict]] = []
+        rejected: list[RejectedRecord] = []
+        for line in lines:
+            try:
+                header = headers.get(reference_id(line.get(parent_field)) or "")
+            except ValueError:
+                header = None
+            if header is None:
+                rejected.append(
+                    RejectedRecord(
+                        connection=self.connection_name,
+                        kind=kind,
+                        source_id=str(line.get("workdayID")),
+                        reason=f"{line_noun} line refers to no {parent_noun} of this query: "
+                        f"{line.get(parent_field)!r}",
+                        payload={"line": line},
+                    )
+                )
+            else:
+                pairs.append((header, line))
+        return pairs, rejected
+
     # Spend
 
     def _spend(self, window: SyncWindow) -> Iterator[RecordBatch]:
@@ -400,25 +432,10 @@ class WorkdaySource(ErpSource):
             "invoiceDate",
         ):
             records: list[CanonicalRecord] = []
-            rejected: list[RejectedRecord] = []
-            for line in lines:
-                try:
-                    header = headers.get(reference_id(line.get("supplierInvoice")) or "")
-                except ValueError:
-                    header = None
-                if header is None:
-                    # A line whose invoice is not among those asked for: kept, never dropped.
-                    rejected.append(
-                        RejectedRecord(
-                            connection=self.connection_name,
-                            kind=RecordKind.SPEND,
-                            source_id=str(line.get("workdayID")),
-                            reason="supplier invoice line refers to no invoice of this query: "
-                            f"{line.get('supplierInvoice')!r}",
-                            payload={"line": line},
-                        )
-                    )
-                    continue
+            pairs, rejected = self._with_headers(
+                RecordKind.SPEND, headers, lines, "supplierInvoice", "supplier invoice", "invoice"
+            )
+            for header, line in pairs:
                 try:
                     records.append(self._spend_record(header, line))
                 except (ValueError, KeyError) as error:
@@ -501,24 +518,10 @@ class WorkdaySource(ErpSource):
             "orderDate",
         ):
             records: list[CanonicalRecord] = []
-            rejected: list[RejectedRecord] = []
-            for line in lines:
-                try:
-                    header = headers.get(reference_id(line.get("purchaseOrder")) or "")
-                except ValueError:
-                    header = None
-                if header is None:
-                    rejected.append(
-                        RejectedRecord(
-                            connection=self.connection_name,
-                            kind=kind,
-                            source_id=str(line.get("workdayID")),
-                            reason="purchase order line refers to no order of this query: "
-                            f"{line.get('purchaseOrder')!r}",
-                            payload=line,
-                        )
-                    )
-                    continue
+            pairs, rejected = self._with_headers(
+                kind, headers, lines, "purchaseOrder", "purchase order", "order"
+            )
+            for header, line in pairs:
                 try:
                     records.append(self._order_line(header, line))
                 except (ValueError, KeyError) as error:
